@@ -60,7 +60,7 @@ class Attention(nn.Module):
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, nh, T, S)
             if mask is not None:
                 scores = scores + mask
-            probs = F.dropout(scores.softmax(dim=-1), p)  # dropout removes whole keys for a query, as in BERT
+            probs = F.dropout(scores.softmax(dim=-1), p, self.training)  # dropout removes whole keys for a query, as in BERT
             y = probs @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side: (B, T, C)
         return self.out(y)

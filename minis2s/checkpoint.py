@@ -136,7 +136,7 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source:
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a .safetensors file; a truncated or corrupt file gives an error naming it."""
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -144,7 +144,7 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no weights file {path}")
     try:
         return load_file(str(path))
-    except (SafetensorsError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
 
 

@@ -111,3 +111,36 @@ def random_batch(vocab, B=3, S=9, T=6, generator=None, pad_source=True, pad_targ
     if pad_target and B > 1:
         labels[0, T - 2:] = -100
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def minis2s_twin(hf_model):
+    """The reverse of `hf_twin`: a minis2s model holding a transformers EncoderDecoderModel's weights."""
+    from minis2s.checkpoint import from_hf_name, load_state
+    from minis2s.config import EncoderDecoderConfig
+    from minis2s.model import EncoderDecoderModel
+
+    d = hf_model.config.to_dict()
+    for part in ("encoder", "decoder"):
+        d[part]["attn_implementation"] = getattr(hf_model.config, part)._attn_implementation
+    model = EncoderDecoderModel(EncoderDecoderConfig.from_dict(d))
+    state = {}
+    for k, v in hf_model.state_dict().items():
+        name = from_hf_name(k)
+        if name is not None and name not in state:  # BERTShare: the encoder's copy comes first
+            state[name] = v
+    expected = set(dict(model.named_parameters()))
+    load_state(model, {k: v for k, v in state.items() if k in expected}, source="transformers model")
+    return model.to(hf_model.device).eval()
+
+
+def warm_started_minilm(kernel: str = "eager"):
+    """transformers' own bert2bert warm start from MiniLM (new cross-attention and LM head drawn from a fixed seed)."""
+    transformers = require("transformers")
+    path = str(minilm_dir())
+    torch.manual_seed(0)
+    hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(
+        path, path, encoder_attn_implementation=kernel, decoder_attn_implementation=kernel)
+    hf.config.decoder_start_token_id, hf.config.pad_token_id, hf.config.eos_token_id = 101, 0, 102
+    for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+        setattr(hf.generation_config, k, getattr(hf.config, k))
+    return hf.eval()

@@ -1,0 +1,125 @@
+"""A layer-by-layer debugger: run minis2s and a reference model side by side, name the first module that differs.
+
+When you change the model code and parity breaks, the logits only tell you *that* something is wrong. This hooks
+every pair of corresponding modules (found through the name table in checkpoint.py), records their outputs in
+the order minis2s calls them, and reports the first pair whose outputs diverge:
+
+    >>> report = compare_layers(model, hf_model, batch)
+    >>> print(report)
+    first divergence: decoder.layers.0.cross_attn.value  <->  decoder.bert.encoder.layer.0.crossattention.self.value
+      max abs diff 0.0123 (mean 0.00301) > atol 1e-05
+    ...
+
+The reference is any module tree with transformers' EncoderDecoderModel names (transformers itself in tests and
+tutorials); this file does not import it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .checkpoint import to_hf_name
+
+# Containers without weights of their own, which the parameter table cannot name: (minis2s, transformers).
+CONTAINER_NAMES = [
+    ("encoder.layers.{i}", "encoder.encoder.layer.{i}"),
+    ("decoder.layers.{i}", "decoder.bert.encoder.layer.{i}"),
+    ("encoder.embeddings", "encoder.embeddings"),
+    ("decoder.embeddings", "decoder.bert.embeddings"),
+    ("lm_head", "decoder.cls"),
+]
+
+
+def reference_name(name: str) -> str | None:
+    """minis2s module name -> the transformers module computing the same output (None if there is none).
+
+    Example: "decoder.layers.2.ffn.up" -> "decoder.bert.encoder.layer.2.intermediate.dense".
+    """
+    for ours, theirs in CONTAINER_NAMES:
+        m = re.fullmatch(re.escape(ours).replace(re.escape("{i}"), r"(\d+)"), name)
+        if m:
+            return theirs.replace("{i}", m.group(1)) if m.groups() else theirs
+    hf = to_hf_name(name + ".weight")  # every module holding a weight is in the name table
+    return hf[: -len(".weight")] if hf else None
+
+
+@dataclass
+class Divergence:
+    name: str  # minis2s module
+    reference: str  # the reference's module
+    call: int  # which call of the module (a shared module runs more than once)
+    max_diff: float
+    mean_diff: float
+
+
+@dataclass
+class Report:
+    atol: float
+    compared: list = field(default_factory=list)  # every Divergence-like record, in minis2s call order
+
+    @property
+    def first(self) -> Divergence | None:
+        """The earliest module, in execution order, whose output differs by more than `atol`."""
+        return next((d for d in self.compared if d.max_diff > self.atol), None)
+
+    def __str__(self) -> str:
+        head = "no divergence" if self.first is None else (
+            f"first divergence: {self.first.name}  <->  {self.first.reference}\n"
+            f"  max abs diff {self.first.max_diff:.3g} (mean {self.first.mean_diff:.3g}) > atol {self.atol:g}")
+        rows = [f"  {'!!' if d.max_diff > self.atol else 'ok'} {d.max_diff:9.2e}  {d.name}" for d in self.compared]
+        return head + f"\n{len(self.compared)} module outputs compared:\n" + "\n".join(rows)
+
+
+def _first_tensor(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def compare_layers(model, reference, batch: dict, atol: float = 1e-5) -> Report:
+    """Run `model(**batch)` and `reference(**batch)` with hooks on matching modules; compare outputs call by call."""
+    ref_modules = dict(reference.named_modules())
+    ours_out, ref_out, pairs, handles = {}, {}, [], []
+    order = []  # minis2s module names in the order they ran (with repeats for shared modules)
+
+    def record(store, key, log=None):
+        def hook(module, args, output):
+            store.setdefault(key, []).append(_first_tensor(output).detach().float().cpu())
+            if log is not None:
+                log.append(key)
+        return hook
+
+    # named_modules() lists a shared module (BERTShare) once, under its encoder name; its decoder-side calls are
+    # then extra calls with no reference counterpart and are skipped below, while the decoder layers are compared.
+    for name, module in model.named_modules():
+        ref = reference_name(name)
+        if ref is None or ref not in ref_modules:
+            continue
+        pairs.append((name, ref))
+        handles.append(module.register_forward_hook(record(ours_out, name, order)))
+        handles.append(ref_modules[ref].register_forward_hook(record(ref_out, ref)))
+    try:
+        with torch.no_grad():
+            model(**batch)
+            reference(**batch)
+    finally:
+        for h in handles:
+            h.remove()
+
+    ref_of = dict(pairs)
+    report, calls = Report(atol), {}
+    for name in order:
+        k = calls[name] = calls.get(name, -1) + 1
+        ref = ref_of[name]
+        if k >= len(ours_out[name]) or k >= len(ref_out.get(ref, [])):
+            continue
+        a, b = ours_out[name][k], ref_out[ref][k]
+        if a.shape != b.shape and a.numel() == b.numel():
+            a = a.reshape(b.shape)  # e.g. position embeddings looked up as (T, C) here, (1, T, C) there
+        if a.shape != b.shape:
+            report.compared.append(Divergence(name, ref, k, float("inf"), float("inf")))
+            continue
+        d = (a - b).abs()
+        report.compared.append(Divergence(name, ref, k, d.max().item(), d.mean().item()))
+    return report
