@@ -164,6 +164,14 @@ class EncoderDecoderModel(nn.Module):
         target padding mask marks their pad ids, exactly as transformers does. There is no second shift inside
         the loss: position t of the logits is scored against labels[t].
         """
+        if labels is not None:
+            V = self.config.decoder.vocab_size
+            bad = (labels != -100) & ((labels < 0) | (labels >= V))
+            if bad.any():
+                raise ValueError(f"labels contain id {int(labels[bad][0])} outside [0, {V}) (use -100 to ignore)")
+            if decoder_input_ids is not None and labels.shape != decoder_input_ids.shape:
+                raise ValueError(f"labels shape {tuple(labels.shape)} != decoder_input_ids shape "
+                                 f"{tuple(decoder_input_ids.shape)}")
         if labels is not None and decoder_input_ids is None:
             start, pad = self.config.decoder_start_token_id, self.config.pad_token_id
             if start is None or pad is None:
@@ -181,13 +189,7 @@ class EncoderDecoderModel(nn.Module):
         logits = self.decode(decoder_input_ids, encoder_outputs, attention_mask, decoder_attention_mask)
         loss = None
         if labels is not None:
-            if labels.shape != decoder_input_ids.shape:
-                raise ValueError(f"labels shape {tuple(labels.shape)} != decoder_input_ids shape "
-                                 f"{tuple(decoder_input_ids.shape)}")
             V = logits.shape[-1]
-            bad = (labels != -100) & ((labels < 0) | (labels >= V))
-            if bad.any():
-                raise ValueError(f"labels contain id {int(labels[bad][0])} outside [0, {V}) (use -100 to ignore)")
             loss = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100)
         return Seq2SeqOutput(logits=logits, loss=loss, encoder_last_hidden_state=encoder_outputs)
 
