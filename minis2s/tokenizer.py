@@ -12,13 +12,17 @@ component of a `tokenizers.Tokenizer` (the Rust library that transformers' `Bert
 3. WordPiece      greedy longest-match-first against vocab.txt (line number = id). Pieces after the first carry the
                   "##" prefix; a word that cannot be covered, or is longer than 100 characters, becomes [UNK].
                       "tokenization"   ->  ["token", "##ization"]        "🙂"  ->  ["[UNK]"]
-4. post-process   TemplateProcessing adds the special tokens and the segment ids (token_type_ids):
+4. post-process   add the special tokens and the segment ids (token_type_ids):
                       single:  [CLS] A [SEP]              0 0 .. 0
                       pair:    [CLS] A [SEP] B [SEP]      0 0 .. 0 1 .. 1
                       "Héllo, world!"  ->  [CLS] hello , world ! [SEP]  ->  [101, 7592, 1010, 2088, 999, 102]
-5. batch          truncate ("longest_first": for a pair, drop one token at a time from the end of whichever
-                  sequence is longer, until the pair with its 3 special tokens fits `max_length`), then pad on
-                  the right with [PAD] (id 0): attention_mask is 1 on real tokens, 0 on pads.
+5. batch          truncate so that pieces + special tokens fit `max_length` ("longest_first" for a pair: the
+                  longer sequence is cut down to the shorter one's length, then both lose tokens alike), then pad
+                  on the right with [PAD] (id 0): attention_mask is 1 on real tokens, 0 on pads.
+
+Steps 1-3 run in Rust (`tokenizers`); steps 4-5 are a few lines of plain Python here (`Tokenizer._add_special_tokens`,
+`truncation_lengths`, the padding loop in `Tokenizer.__call__`), easy to read and step through. They give the same
+ids as the library's TemplateProcessing and truncation, which are still stored in tokenizer.json for transformers.
 
 Decoding runs steps 3-4 backwards: ids -> tokens, glue each "##" piece onto the token before it, join with spaces and
 remove the space before . , ! ? (the WordPiece decoder's "cleanup"):
@@ -37,6 +41,9 @@ Notable choices (everything else matches transformers 4.57.6 `BertTokenizerFast`
 - A single pair whose second text is "" is encoded as a pair, `[CLS] A [SEP] [SEP]`, exactly as transformers encodes
   the same pair inside a batch. (transformers' single-example path tests `if text_pair:` and silently drops it.)
 - An empty batch gives empty lists (transformers raises IndexError).
+- Truncating a long pair costs no more than encoding it. (`tokenizers` also builds every overflow window of both
+  texts and pairs them up: 2.3 s for two 1300-token texts cut to 16, growing with the square of the length.)
+- A `max_length` too small for the special tokens raises ValueError (transformers silently skips truncation).
 """
 
 from __future__ import annotations
@@ -72,6 +79,44 @@ CLEANUP_REPLACEMENTS = (
 )  # fmt: skip
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
+
+
+def truncation_lengths(n1: int, n2: int | None, limit: int, strategy: str = "longest_first") -> tuple[int, int]:
+    """How many pieces of the first and second sequence survive when together they may keep only `limit`.
+
+    longest_first: cut the longer sequence down to the shorter one's length, then both lose alike; an odd
+    token comes off the sequence that was shorter to begin with (the first on a tie). Same as dropping one
+    token at a time from whichever is longer. (10, 3, 8) -> (5, 3); (10, 9, 8) -> (4, 4); (5, 6, 8) -> (4, 4);
+    (4, 4, 5) -> (2, 3). only_first / only_second cut one sequence and raise if it cannot absorb the whole cut.
+    Matches `tokenizers` (hence transformers), which also zeroes both sequences when limit == 0.
+    """
+    second = n2 or 0
+    excess = n1 + second - limit
+    if excess <= 0:
+        return n1, second
+    if limit == 0:
+        return 0, 0
+    if strategy == "longest_first":
+        if n2 is None:
+            return limit, 0
+        if n1 <= n2:
+            keep1 = min(n1, limit // 2)
+            return keep1, limit - keep1
+        keep2 = min(n2, limit // 2)
+        return limit - keep2, keep2
+    if strategy == "only_second" and n2 is None:
+        raise ValueError("truncation='only_second' needs a text_pair")
+    cut = n1 if strategy == "only_first" else second
+    if cut <= excess:
+        raise ValueError(
+            f"truncation={strategy!r}: that sequence has {cut} tokens, too few to drop the {excess} over the limit"
+        )
+    return (n1 - excess, second) if strategy == "only_first" else (n1, second - excess)
+
+
+def _segments(a: list[int], b: list[int] | None) -> list[int]:
+    """token_type_ids without special tokens: A=[7, 8], B=[9] -> [0, 0, 1]."""
+    return [0] * len(a) + [1] * len(b or [])
 
 
 class BatchEncoding(dict):
@@ -213,9 +258,6 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
                 strip_accents=strip_accents,
                 lowercase=do_lower_case,
             )
-        # MiniLM's tokenizer.json stores truncation and padding to 128; padding and truncation are per call here.
-        backend.no_truncation()
-        backend.no_padding()
         clean_up_default = False
     else:
         source = vocab_file
@@ -276,6 +318,9 @@ class Tokenizer:
         source: Path | None = None,
     ):
         self._backend = backend
+        # We truncate and pad ourselves; the backend must not (MiniLM's tokenizer.json turns both on, at 128).
+        backend.no_truncation()
+        backend.no_padding()
         self.model_max_length = model_max_length
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.source = source  # the file it was loaded from, for error messages
@@ -286,6 +331,11 @@ class Tokenizer:
                 raise ValueError(f"{source}: the {key} {token!r} is not in the vocabulary")
             setattr(self, key, None if token_id is None else token)  # e.g. self.pad_token = "[PAD]"
             setattr(self, f"{key}_id", token_id)  # e.g. self.pad_token_id = 0
+        # Steps 4-5 are written out in Python (see __call__); check that the stored template is BERT's.
+        probe = backend.encode("a", "b")
+        a, b = (backend.encode(t, add_special_tokens=False).ids for t in ("a", "b"))
+        if (probe.ids, probe.type_ids) != self._add_special_tokens(a, b):
+            raise ValueError(f"{source}: post-processor is not BERT's '[CLS] A [SEP] B [SEP]' template")
         # Like transformers: every special token is an added token, matched before normalisation, skippable in decode.
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         missing = [getattr(self, k) for k in SPECIAL_TOKEN_DEFAULTS if getattr(self, k) not in (None, *added)]
@@ -348,7 +398,7 @@ class Tokenizer:
         texts = [text] if single else text
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
             raise TypeError(f"text must be a str or a list of str, got {text!r:.80}")
-        inputs: list = list(texts)
+        pairs = None
         if text_pair is not None:
             pairs = [text_pair] if single else text_pair
             if (isinstance(text_pair, str) != single) or not isinstance(pairs, (list, tuple)):
@@ -357,33 +407,36 @@ class Tokenizer:
                 raise TypeError(f"text_pair must be a str or a list of str, got {text_pair!r:.80}")
             if len(pairs) != len(texts):
                 raise ValueError(f"text has {len(texts)} entries but text_pair has {len(pairs)}")
-            inputs = list(zip(texts, pairs))
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
-
         padding, truncation, max_length = self._resolve_lengths(padding, truncation, max_length)
-        if truncation:
-            self._backend.enable_truncation(max_length, strategy=truncation)
-        else:
-            self._backend.no_truncation()
-        if padding:
-            length = max_length if padding == "max_length" else None  # None: the longest in the batch
-            self._backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.pad_token, length=length)
-        else:
-            self._backend.no_padding()
-        try:
-            encodings = self._backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        except Exception as e:  # e.g. max_length too small to hold the special tokens of a pair
-            raise ValueError(f"cannot encode with max_length={max_length}, truncation={truncation!r}: {e}") from None
-        finally:
-            self._backend.no_truncation()
-            self._backend.no_padding()
 
-        out = BatchEncoding(
-            input_ids=[e.ids for e in encodings],
-            token_type_ids=[e.type_ids for e in encodings],
-            attention_mask=[e.attention_mask for e in encodings],
-        )
+        # Steps 1-3 in Rust, one call for the whole batch: text -> WordPiece ids, no special tokens yet.
+        pieces = [e.ids for e in self._backend.encode_batch([*texts, *(pairs or [])], add_special_tokens=False)]
+        firsts, seconds = pieces[: len(texts)], (pieces[len(texts) :] if pairs is not None else [None] * len(texts))
+        n_special = (3 if pairs is not None else 2) if add_special_tokens else 0  # [CLS] A [SEP] (B [SEP])
+        rows = []
+        for a, b in zip(firsts, seconds, strict=True):
+            # Step 5a: truncate the pieces so that pieces + special tokens fit in max_length.
+            if truncation:
+                if max_length < n_special:
+                    raise ValueError(f"max_length={max_length} cannot hold the {n_special} special tokens")
+                n_b = None if b is None else len(b)
+                keep_a, keep_b = truncation_lengths(len(a), n_b, max_length - n_special, truncation)
+                a, b = a[:keep_a], (None if b is None else b[:keep_b])
+            # Step 4: special tokens and segment ids.
+            rows.append(self._add_special_tokens(a, b) if add_special_tokens else (a + (b or []), _segments(a, b)))
+
+        # Step 5b: pad on the right to the longest row (or to max_length); pads get attention_mask 0.
+        width = max((len(ids) for ids, _ in rows), default=0)
+        if padding == "max_length":
+            width = max_length  # a longer row (truncation off) stays longer, as in transformers
+        out = BatchEncoding(input_ids=[], token_type_ids=[], attention_mask=[])
+        for ids, types in rows:
+            n_pad = max(width - len(ids), 0) if padding else 0
+            out["input_ids"].append(ids + [self.pad_token_id] * n_pad)
+            out["token_type_ids"].append(types + [0] * n_pad)
+            out["attention_mask"].append([1] * len(ids) + [0] * n_pad)
         if return_tensors == "pt":
             lengths = sorted({len(row) for row in out["input_ids"]})
             if len(lengths) > 1:
@@ -396,6 +449,14 @@ class Tokenizer:
         if single:
             return BatchEncoding({k: v[0] for k, v in out.items()})
         return out
+
+    def _add_special_tokens(self, a: list[int], b: list[int] | None) -> tuple[list[int], list[int]]:
+        """BERT's template: A=[7592] -> [CLS] A [SEP] = [101, 7592, 102], segments [0, 0, 0];
+        A=[7592], B=[2088] -> [CLS] A [SEP] B [SEP] = [101, 7592, 102, 2088, 102], segments [0, 0, 0, 1, 1]."""
+        cls, sep = self.cls_token_id, self.sep_token_id
+        if b is None:
+            return [cls, *a, sep], [0] * (len(a) + 2)
+        return [cls, *a, sep, *b, sep], [0] * (len(a) + 2) + [1] * (len(b) + 1)
 
     def _resolve_lengths(self, padding, truncation, max_length) -> tuple[str | None, str | None, int | None]:
         """transformers' rules -> (padding "longest"|"max_length"|None, truncation strategy|None, max_length).
@@ -462,7 +523,10 @@ class Tokenizer:
         return token
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
-        """"[CLS]" -> 101;  ["token", "##ization", "not-a-token"] -> [19204, 3989, 100] (unknown -> unk_token_id)."""
+        """Token(s) -> id(s), unknown ones -> unk_token_id.
+
+        "[CLS]" -> 101;  ["token", "##ization", "not-a-token"] -> [19204, 3989, 100]
+        """
         if isinstance(tokens, str):
             token_id = self._backend.token_to_id(tokens)
             return self.unk_token_id if token_id is None else token_id
