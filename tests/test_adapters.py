@@ -18,8 +18,8 @@ import torch
 from conftest import DEVICES, assert_close, hf_twin, random_batch, require, tiny_config
 from minis2s import adapters as A
 from minis2s.adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig, Stack
-from minis2s.attention import KVCache
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
+from minis2s.generation import generate
 from minis2s.model import EncoderDecoderModel
 
 TOL = 1e-5
@@ -176,35 +176,20 @@ def test_bertshare_parity(lib):
     check_parity(lib, model, hf, "a")
 
 
-def _greedy(model, input_ids, attention_mask, max_new_tokens):
-    """A tiny cached greedy loop (minis2s/generation.py was not written yet when this test was)."""
-    cfg = model.config
-    enc = model.encode(input_ids, attention_mask)
-    cache = KVCache(len(model.decoder.layers))
-    out = torch.full((input_ids.shape[0], 1), cfg.decoder_start_token_id)
-    done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
-    for _ in range(max_new_tokens):
-        logits = model.decode_step(out[:, -1:], enc, attention_mask, None, cache)[:, -1]  # (B, V)
-        tok = torch.where(done, cfg.pad_token_id, logits.float().argmax(-1))
-        out = torch.cat([out, tok[:, None]], dim=1)
-        done |= tok == cfg.eos_token_id
-        if done.all():
-            break
-    return out
-
-
-def test_greedy_generation_matches_adapters(lib):
-    # Gating averages over the positions it sees: with a KV cache that is the one new position, in both libraries.
+@pytest.mark.parametrize("num_beams", [1, 3], ids=["greedy", "beam3"])
+def test_generation_matches_adapters(lib, num_beams):
+    # Gating averages over the positions it sees: with a KV cache, only the newest one -- in both libraries.
     model, hf = pair(lib, {"a": DoubleSeqBnConfig(reduction_factor=4, use_gating=True, ln_after=True)})
     A.set_active_adapters(model, "a")
     hf.set_active_adapters("a")
     batch = random_batch(99, B=3, S=9)
+    kw = dict(max_new_tokens=12, num_beams=num_beams)
     with torch.no_grad():
-        ours = _greedy(model, batch["input_ids"], batch["attention_mask"], 12)
-        theirs = hf.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             max_new_tokens=12, do_sample=False, num_beams=1)
+        ours = generate(model, batch["input_ids"], batch["attention_mask"], **kw)
+        theirs = hf.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], do_sample=False,
+                             **kw)
         A.set_active_adapters(model, None)
-        plain = _greedy(model, batch["input_ids"], batch["attention_mask"], 12)
+        plain = generate(model, batch["input_ids"], batch["attention_mask"], **kw)
     assert ours.tolist() == theirs.tolist()
     assert ours.tolist() != plain.tolist()  # and the adapter did change what was generated
 
@@ -260,6 +245,8 @@ def test_adapter_summary_matches_adapters(lib):
         assert ours[name]["#param"] == theirs[name]["#param"], name
         assert ours[name]["%param"] == pytest.approx(theirs[name]["%param"]), name
     assert ours["a"]["active"] and not ours["b"]["active"]
+    # An adapters-library config object is a Mapping: it is accepted as is.
+    assert A.resolve_config(lib.BnConfig(**BASE, scaling="channel")) == BnConfig(**BASE, scaling="channel")
     table = A.adapter_summary(model)
     assert "Full model" in table and f"{ours['a']['#param']:,}" in table
 
