@@ -129,7 +129,7 @@ class ConversionReport:
         "encoder.layer.{0-11}.output.dense.{weight,bias} -> encoder.layers.{0-11}.ffn.down.{weight,bias}"."""
         lines = []
         for s in self.sources:
-            lines.append(f"read {s.path} ({', '.join(s.files)}): {len(s.used) + len(s.ignored)} tensors, "
+            lines.append(f"{s.path} ({', '.join(s.files)}): {len(s.used) + len(s.ignored)} tensors, "
                          f"{len(s.used)} used, {len(s.ignored)} ignored")
             lines += [f"  {row[0]} -> {', '.join(row[1:])}" for row in _compress([(k, *v) for k, v in s.used.items()])]
             for reason, keys in _by_value(s.ignored).items():
@@ -212,19 +212,22 @@ class WeightFiles:
         if name is None:
             raise FileNotFoundError(f"{self.dir} holds no weights: none of {', '.join(WEIGHT_FILES)}")
         self.files = self._shards(self.dir / name) if name.endswith(".index.json") else [self.dir / name]
-        self._where, self._shapes, self._dtypes = {}, {}, {}
+        self._where, self._shapes, self._current = {}, {}, None  # _current: (path, the one open file)
         for path in self.files:
-            with self._open_file(path) as f:
-                for key in f.keys():
-                    if key in self._where:
-                        raise ValueError(f"{key} is stored twice: in {self._where[key].name} and {path.name}")
-                    self._where[key], self._shapes[key], self._dtypes[key] = path, f.shape(key), f.dtype(key)
+            f = self._open_file(path)
+            for key in f.keys():
+                if key in self._where:
+                    raise ValueError(f"{key} is stored twice: in {self._where[key].name} and {path.name}")
+                self._where[key], self._shapes[key] = path, f.shape(key)
+            if len(self.files) == 1:
+                self._current = (path, f)  # read from it next, without opening it a second time
+            else:
+                f.close()
         if name.endswith(".index.json"):
             absent = {k: v for k, v in self._index.items() if k not in self._where}
             if absent:
                 k, v = next(iter(absent.items()))
                 raise ValueError(f"{self.dir / name} lists {len(absent)} tensor(s) its shards lack, e.g. {k} in {v}")
-        self._current = None  # (path, open file)
 
     def _shards(self, index_path: Path) -> list[Path]:
         try:
@@ -246,9 +249,6 @@ class WeightFiles:
 
     def shape(self, key: str) -> tuple:
         return self._shapes[key]
-
-    def dtype(self, key: str) -> str:
-        return self._dtypes[key]
 
     def get(self, key: str) -> torch.Tensor:
         path = self._where[key]
@@ -281,9 +281,6 @@ class _SafetensorsFile:
     def shape(self, key):
         return tuple(self.f.get_slice(key).get_shape())
 
-    def dtype(self, key):
-        return str(self.f.get_slice(key).get_dtype())
-
     def get(self, key):
         try:
             return self.f.get_tensor(key)
@@ -292,12 +289,6 @@ class _SafetensorsFile:
 
     def close(self):
         self.f = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class _PickleFile:
@@ -328,20 +319,11 @@ class _PickleFile:
     def shape(self, key):
         return tuple(self.state[key].shape)
 
-    def dtype(self, key):
-        return str(self.state[key].dtype).removeprefix("torch.")
-
     def get(self, key):
         return self.state[key]
 
     def close(self):
         self.state = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def is_hf_layout(model_dir) -> bool:
@@ -472,10 +454,13 @@ def _new_tensors(missing, primary, new_rows, source_name) -> dict[str, str]:
             problems.append(f"{g}* is only partly in the checkpoint: it has {source_name(present)} but not "
                             f"{source_name(absent[0])}")
         new.update({n: new_rows[row][1] for n in absent})
-    required = [n for n in missing if n not in new]
+    required = defaultdict(list)  # source name -> the minis2s tensors it would fill
+    for n in missing:
+        if n not in new:
+            required[source_name(n)].append(n)
     if required:
         problems.append(f"missing {len(required)} required tensor(s): "
-                        + ", ".join(f"{source_name(n)} (for {n})" for n in required[:12])
+                        + ", ".join(f"{k} (for {', '.join(v)})" for k, v in list(required.items())[:12])
                         + (" ..." if len(required) > 12 else ""))
     if problems:
         raise ValueError("cannot convert: " + " | ".join(problems))
@@ -570,10 +555,10 @@ def _read_json(path: Path) -> dict:
 
 def _bert_config(model_dir: Path) -> BertConfig:
     d = _read_json(model_dir / "config.json")
-    if d.get("model_type", "bert") != "bert":
-        raise ValueError(f"{model_dir / 'config.json'}: model_type {d['model_type']!r} is not 'bert'")
     if "encoder" in d and "decoder" in d:
         raise ValueError(f"{model_dir} is an encoder-decoder checkpoint; use from_hf (weights_convert.py from-hf)")
+    if d.get("model_type", "bert") != "bert":
+        raise ValueError(f"{model_dir / 'config.json'}: model_type {d['model_type']!r} is not 'bert'")
     return BertConfig.from_dict(d)
 
 
@@ -647,6 +632,10 @@ def warm_start(encoder_dir, decoder_dir=None, share: bool = False, seed: int | N
         why = {}
         for key in reader.keys():
             bare = key[len(BASE_PREFIX):] if key.startswith(BASE_PREFIX) else key
+            why_not = next((why for pattern, why in IGNORED_KEYS if re.search(pattern, key)), None)
+            if why_not:
+                why[key] = why_not
+                continue
             for role in rs:
                 prefix = next(p for start, p in ROLE_PREFIXES[role] if bare.startswith(start))
                 if prefix is None:
@@ -773,7 +762,7 @@ def to_hf(model: EncoderDecoderModel, out_dir, tokenizer_dir=None, force: bool =
     if unmapped:
         raise ValueError(f"{len(unmapped)} tensor(s) have no transformers counterpart (adapters? save those with "
                          f"save_adapter): {', '.join(unmapped[:10])}")
-    sr = SourceReport("model", [])
+    sr = SourceReport("minis2s model", [str(Path(out_dir) / "model.safetensors")])
     for pid, ns in names.items():
         if len(ns) > 1 and not model.config.tie_encoder_decoder:
             raise ValueError(f"{' and '.join(ns)} share one tensor but config.tie_encoder_decoder is False")
