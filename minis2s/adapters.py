@@ -586,7 +586,9 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, sa
 
     Each file is written atomically (temporary file + rename). Other files in the directory are kept, except the
     other weights format's file, which would be a stale copy. adapters 1.3.0 reads the safetensors file with
-    `load_adapter(dir, use_safetensors=True)`; its default reads pytorch_adapter.bin.
+    `load_adapter(dir, use_safetensors=True)`; its default reads pytorch_adapter.bin. A one-stack adapter
+    (`stacks=("decoder",)`) writes "stacks" into the config: adapters 1.3.0 accepts the field but ignores it, so
+    there the adapter lands in both stacks and the other stack's modules keep their fresh init.
     """
     tensors = {k: p.detach() for k, p in adapter_parameters(model, adapter_name).items()}
     config = _configs(model)[adapter_name]
@@ -635,6 +637,9 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
         raise FileNotFoundError(f"{adapter_dir} has neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
 
     name = load_as or saved_name
+    if name in _configs(model):
+        raise ValueError(f"the model already has an adapter named {name!r}: pass load_as=<another name>, or "
+                         "delete_adapter it first")
     old, new = f".adapters.{saved_name}.", f".adapters.{name}."
     tensors = {k.replace(old, new, 1) if old in k else k: v for k, v in tensors.items()}
     # adapters' second name for LN_b: accept it when it agrees with "adapter_down.0", its first name.

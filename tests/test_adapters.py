@@ -430,6 +430,8 @@ def test_round_trip_into_another_dtype(tmp_path):
     twin.load_state_dict({k: v for k, v in model.state_dict().items() if ".adapters." not in k})
     twin.to(torch.float64)
     A.load_adapter(twin, tmp_path, load_as="b", set_active=True)
+    with pytest.raises(ValueError, match="already has an adapter named 'b': pass load_as"):
+        A.load_adapter(twin, tmp_path, load_as="b")
     for k, p in A.adapter_parameters(twin, "b").items():
         assert p.dtype == torch.float64
         assert torch.equal(p.float(), A.adapter_parameters(model, "a")[k.replace(".b.", ".a.")])
@@ -481,7 +483,7 @@ def test_bert_base_parameter_counts(lib):
             transformers.BertConfig(**enc.to_hf_dict()), transformers.BertConfig(**config.decoder.to_hf_dict()))
         hf = transformers.EncoderDecoderModel(config=hf_cfg)
         lib.init(hf)
-        for name in ("seq_bn", "double_seq_bn"):
+        for name in A.PRESETS:
             A.add_adapter(model, name, name)
             hf.add_adapter(name, config=name)
     ours = {r["name"]: r for r in A.adapter_summary(model, as_dict=True)}
@@ -489,7 +491,7 @@ def test_bert_base_parameter_counts(lib):
     assert (ours["seq_bn"]["#modules"], ours["seq_bn"]["#param"]) == (24, 1_789_056)
     assert (ours["double_seq_bn"]["#modules"], ours["double_seq_bn"]["#param"]) == (60, 4_472_640)
     assert ours["Full model"]["#param"] == 247_363_386
-    for name in ("seq_bn", "double_seq_bn", "Full model"):
+    for name in [*A.PRESETS, "Full model"]:
         assert ours[name]["#param"] == theirs[name]["#param"], name
         assert ours[name]["%param"] == pytest.approx(theirs[name]["%param"]), name
     print("\n" + A.adapter_summary(model))
