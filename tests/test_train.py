@@ -1,0 +1,288 @@
+"""The training loop (minis2s/train.py) on tiny random models and a tiny vocabulary, offline.
+
+Covers: a few steps lower the loss; a resumed run repeats the uninterrupted run's losses exactly (full fine-tuning
+and adapters); gradient accumulation over uneven micro-batches equals one big batch; a 2-process DDP run (gloo,
+launched by torchrun) follows the single-process run on the same global batch; weight-decay groups; the
+learning-rate schedule; the JSONL log, the plot and the command line.
+
+Run: python -m pytest -q tests/test_train.py
+"""
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import assert_close, require, tiny_config
+from minis2s.adapters import BnConfig, add_adapter, train_adapter
+from minis2s.checkpoint import read_safetensors
+from minis2s.data import Pair
+from minis2s.model import EncoderDecoderModel
+from minis2s.tokenizer import load_tokenizer
+from minis2s.train import (BatchStream, Dist, TrainConfig, evaluate, forward_backward, lr_multiplier, main,
+                           param_groups, split_batch, token_loss_sum, train)
+
+WORDS = [f"w{i}" for i in range(94)]  # with [PAD] [UNK] [CLS] [SEP] [MASK]: 99 ids, tiny_config's vocabulary
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tok(tok_dir):
+    return load_tokenizer(tok_dir / "vocab.txt")
+
+
+def make_pairs(n, seed):
+    """Source: 2-8 random words; target: the first 1-4 of them reversed. Target lengths vary on purpose."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        src = [rng.choice(WORDS[:40]) for _ in range(rng.randint(2, 8))]
+        out.append(Pair(" ".join(src), " ".join(reversed(src[:rng.randint(1, 4)]))))
+    return out
+
+
+TRAIN, VAL = make_pairs(96, 0), make_pairs(16, 1)
+
+
+def make_model(seed=0, dropout=True):
+    config = tiny_config()
+    if not dropout:  # runs that cut the batch differently draw different dropout masks: compare without
+        for c in (config.encoder, config.decoder):
+            c.hidden_dropout_prob = c.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(seed)
+    return EncoderDecoderModel(config)
+
+
+def fast(**kw):
+    """A TrainConfig for tiny runs: no progress output, few evaluation examples."""
+    base = dict(steps=4, batch_size=8, lr=3e-3, warmup=1, eval_every=0, eval_examples=8, max_new_tokens=4,
+                progress=False, plot=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def params_of(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_a_few_steps_lower_the_loss(tok):
+    model = make_model()
+    before = evaluate(model, tok, VAL, generate_text=False)["loss"]
+    history = train(model, tok, TRAIN, VAL, fast(steps=25, batch_size=16, lr=5e-3, warmup=2))
+    after = history["eval"][-1]["loss"]
+    assert after < before - 0.5, f"validation loss {before:.3f} -> {after:.3f}"
+    assert [r["step"] for r in history["train"]] == list(range(1, 26))
+    assert {"rouge1", "rouge2", "rougeL", "exact_match"} <= set(history["eval"][-1])
+
+
+def adapter_model(seed):
+    model = make_model(seed)
+    add_adapter(model, "task", "double_seq_bn")
+    train_adapter(model, "task", train_cross_attention=True)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["full", "adapter"])
+def test_resume_repeats_the_uninterrupted_losses(tok, tmp_path, kind):
+    build = make_model if kind == "full" else adapter_model
+    # Uninterrupted: 6 steps, checkpoints after steps 3 and 6, dropout on (so the RNG state must be restored).
+    a = tmp_path / "a"
+    model_a = build(0)
+    hist_a = train(model_a, tok, TRAIN, VAL, fast(out_dir=str(a), steps=6, save_every=3, keep_checkpoints=2,
+                                                   eval_every=3))
+    # "Interrupted" after step 3: a run directory holding only the step-3 checkpoint and the log as it stood.
+    b = tmp_path / "b"
+    (b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(a / "checkpoints" / "step-000003", b / "checkpoints" / "step-000003")
+    shutil.copy(a / "train_config.json", b)
+    shutil.copy(a / "log.jsonl", b)  # runs to step 6: the resumed run must cut it back to step 3
+    model_b = build(123)  # other weights: the checkpoint's must replace them
+    hist_b = train(model_b, tok, TRAIN, VAL, fast(out_dir=str(b), steps=6, save_every=3, eval_every=3, resume=True))
+
+    loss_a = [r["loss"] for r in hist_a["train"]]
+    loss_b = [r["loss"] for r in hist_b["train"]]
+    assert loss_b == loss_a, f"uninterrupted {loss_a}\nresumed       {loss_b}"
+    assert [r["loss"] for r in hist_b["eval"]] == [r["loss"] for r in hist_a["eval"]]
+    for name, p in params_of(model_a).items():
+        assert torch.equal(p, params_of(model_b)[name]), f"{name} differs after resuming"
+    steps_logged = [r["step"] for r in map(json.loads, (b / "log.jsonl").read_text().splitlines())]
+    assert steps_logged == [1, 2, 3, 3, 4, 5, 6, 6], steps_logged  # train 1-3, eval 3, train 4-6, eval 6
+    if kind == "adapter":
+        assert (b / "checkpoints" / "step-000006" / "adapters" / "task" / "adapter_config.json").is_file()
+
+
+def test_an_existing_run_is_neither_overwritten_nor_resumed_silently(tok, tmp_path):
+    train(make_model(), tok, TRAIN, VAL, fast(out_dir=str(tmp_path), steps=1))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(make_model(), tok, TRAIN, VAL, fast(out_dir=str(tmp_path), steps=1))
+
+
+def collated_batches(tok, pairs, cut):
+    from minis2s.data import Seq2SeqCollator
+
+    collate = Seq2SeqCollator(tok, 16, 8)
+    return [collate(pairs[a:b]) for a, b in zip(cut, cut[1:])]
+
+
+def grads_after(model, batches):
+    model.zero_grad(set_to_none=True)
+    loss, n, _ = forward_backward(model, batches, Dist(), lambda: torch.autocast("cpu", enabled=False), 2, 0)
+    return loss, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+def test_accumulation_over_uneven_micro_batches_equals_one_big_batch(tok):
+    # Targets of 4 tokens in the first micro-batch, of 1-2 in the others: per-micro-batch means would weight
+    # the short ones more.
+    pairs = [Pair("w1 w2 w3", "w4 w5 w6")] * 2 + [Pair("w7 w8", "w9")] * 3 + [Pair("w10 w11 w12", "w13 w14")] * 3
+    model = make_model(dropout=False)
+    loss_big, big = grads_after(model, collated_batches(tok, pairs, [0, 8]))
+    loss_acc, acc = grads_after(model, collated_batches(tok, pairs, [0, 2, 5, 8]))
+    assert abs(loss_big - loss_acc) < 1e-6
+    assert big.keys() == acc.keys()
+    for k in big:
+        assert_close(acc[k], big[k], 1e-6, f"grad of {k}")
+
+    # The test can fail: the naive average of per-micro-batch mean losses gives another gradient.
+    model.zero_grad(set_to_none=True)
+    parts = collated_batches(tok, pairs, [0, 2, 5, 8])
+    for b in parts:
+        n = (b["labels"] != -100).sum()
+        (token_loss_sum(model, b, 2, 0) / n / len(parts)).backward()
+    naive = model.lm_head.bias.grad
+    assert (naive - big["lm_head.bias"]).abs().max() > 1e-4
+
+
+def test_grad_accum_runs_follow_the_same_trajectory(tok):
+    runs = []
+    for k in (1, 3):
+        model = make_model(dropout=False)
+        history = train(model, tok, TRAIN, VAL, fast(steps=3, batch_size=9, grad_accum=k))
+        runs.append((history, params_of(model)))
+    (h1, p1), (h3, p3) = runs
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(h1["train"], h3["train"])) < 1e-6
+    for k in p1:
+        assert_close(p3[k], p1[k], 1e-6, f"{k} after 3 steps, grad_accum 3 vs 1")
+
+
+def test_split_batch_and_stream_positions():
+    assert split_batch(list(range(10)), 0, 2, 2) == [[0, 1, 2], [3, 4, 5]]
+    assert split_batch(list(range(10)), 1, 2, 2) == [[6, 7], [8, 9]]
+    with pytest.raises(ValueError, match="at least 4"):
+        split_batch([1, 2, 3], 0, 2, 2)
+    # A stream restarted at a stored position yields what the original stream yields next, across epochs.
+    s = BatchStream(TRAIN, 16, seed=3, sort_window=2)
+    for _ in range(5):
+        s.next()
+    t = BatchStream(TRAIN, 16, seed=3, sort_window=2, **s.position())
+    assert [t.next() for _ in range(9)] == [s.next() for _ in range(9)]
+    assert s.epoch == 2  # 96 pairs = 6 batches per epoch: 14 batches reach the third epoch
+
+
+def test_weight_decay_groups_hold_matrices_only():
+    model = make_model()
+    add_adapter(model, "a", BnConfig(mh_adapter=True, output_adapter=True, reduction_factor=4, non_linearity="relu",
+                                     ln_before=True, ln_after=True, scaling="learned"))
+    decay, no_decay = param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert not decayed & kept and len(decayed | kept) == len(names)
+    for n in kept:  # biases, every LayerNorm (the adapters' too) and the learned scaling
+        assert n.endswith(".bias") or "ln" in n.split(".")[-2] or n.endswith(".scaling"), n
+    assert "lm_head.bias" in kept and "encoder.embeddings.ln.weight" in kept
+    assert any(".adapters.attn.a.ln_before.weight" in n for n in kept)
+    assert any(".adapters.ffn.a.ln_after.weight" in n for n in kept)
+    assert all(model.get_parameter(n).dim() == 2 for n in decayed)
+    assert "encoder.embeddings.word_emb.weight" in decayed and "decoder.layers.0.cross_attn.query.weight" in decayed
+
+    train_adapter(model, "a")  # frozen parameters are in no group
+    decay, no_decay = param_groups(model, 0.01)
+    assert all(".adapters." in names[id(p)] for p in decay["params"] + no_decay["params"])
+
+
+def test_schedule_values_at_known_steps(tok):
+    assert [lr_multiplier(s, 2, 5) for s in range(1, 6)] == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3])
+    assert [lr_multiplier(s, 0, 4) for s in range(1, 5)] == [1.0, 0.75, 0.5, 0.25]
+    assert lr_multiplier(10, 10, 10) == 1.0  # all warm-up
+    history = train(make_model(), tok, TRAIN, VAL, fast(steps=5, warmup=2, lr=1e-3))
+    assert [r["lr"] for r in history["train"]] == pytest.approx([5e-4, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+
+
+def write_tiny_run_inputs(root: Path, tok, dropout: bool):
+    """A minis2s model directory (weights, config, tokenizer) and JSONL data files for the command line."""
+    model_dir = root / "model"
+    make_model(dropout=dropout).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    for name, pairs in (("train", TRAIN), ("val", VAL)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(p._asdict()) + "\n" for p in pairs))
+    return ["--model-dir", str(model_dir), "--train", str(root / "train.jsonl"), "--val", str(root / "val.jsonl")]
+
+
+def test_command_line_end_to_end_writes_log_plot_and_checkpoint(tok, tmp_path, capsys):
+    require("matplotlib")
+    inputs = write_tiny_run_inputs(tmp_path, tok, dropout=True)
+    run = tmp_path / "runs" / "tiny"
+    main(inputs + ["--steps", "3", "--batch-size", "8", "--lr", "1e-3", "--warmup", "1", "--eval-every", "2",
+                   "--eval-examples", "4", "--out", str(run)])
+    out = capsys.readouterr().out
+    assert "sample generations" in out and "ROUGE-1/2/L" in out
+
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("eval", 2), ("train", 3),
+                                                           ("eval", 3)]
+    assert all(r["tokens"] > 0 and r["loss"] > 0 and "grad_norm" in r for r in records if r["kind"] == "train")
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 4
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["train"]["steps"] == 3 and saved["run"]["model_dir"].endswith("model")
+
+    # The checkpoint is a model directory that loads back as it is, tokenizer included.
+    ckpt = run / "checkpoints" / "step-000003"
+    assert EncoderDecoderModel.from_pretrained(ckpt / "model").num_parameters() > 0
+    assert load_tokenizer(ckpt / "model").vocab_size == 99
+    # Resuming a finished run with more steps continues it.
+    main(inputs + ["--steps", "4", "--batch-size", "8", "--lr", "1e-3", "--warmup", "1", "--eval-every", "0",
+                   "--eval-examples", "4", "--out", str(run), "--resume", "--no-plot"])
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-000004"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tok, tmp_path):
+    inputs = write_tiny_run_inputs(tmp_path, tok, dropout=False)
+    args = ["--steps", "3", "--batch-size", "8", "--lr", "3e-3", "--warmup", "1", "--eval-every", "0",
+            "--eval-examples", "2", "--no-plot", "--device", "cpu"]
+    main(inputs + args + ["--out", str(tmp_path / "one")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "minis2s.train"] + inputs + args + ["--out", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    logs = {n: [json.loads(x) for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in ("one", "two")}
+    assert json.loads((tmp_path / "two" / "train_config.json").read_text())["world_size"] == 2
+    for a, b in zip(logs["one"], logs["two"]):
+        assert a["step"] == b["step"] and a.get("tokens") == b.get("tokens")
+        assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+    one = read_safetensors(tmp_path / "one" / "checkpoints" / "step-000003" / "model" / "model.safetensors")
+    two = read_safetensors(tmp_path / "two" / "checkpoints" / "step-000003" / "model" / "model.safetensors")
+    assert one.keys() == two.keys()
+    for k in one:
+        assert_close(two[k], one[k], 1e-5, f"{k} after 3 steps, 2 processes vs 1")
