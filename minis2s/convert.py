@@ -332,6 +332,7 @@ def is_hf_layout(model_dir) -> bool:
         files = WeightFiles(model_dir)
     except (OSError, ValueError):
         return False
+    files.close()
     return any(k.startswith("decoder.bert.") for k in files.keys())
 
 
@@ -394,7 +395,7 @@ def _fill(model, readers: list[WeightFiles], entries: list[_Entry], skipped: lis
     _initialise(model, new, seed)
 
     used = [defaultdict(list) for _ in readers]
-    for e in list(primary.values()) + [e for es in copies.values() for e in es if e.strict]:
+    for e in list(primary.values()) + [e for es in copies.values() for e in es if not e.copy]:
         used[e.source][e.key].append(e.name)
     for s, r in enumerate(readers):
         sr = SourceReport(str(r.dir), [p.name for p in r.files])
@@ -494,7 +495,7 @@ def _load(readers, primary, copies, params, report) -> dict:
                         if e.strict:
                             raise ValueError(f"cannot convert: {msg}")
                         report.notes.append(f"{msg}; {primary[u].key} is used, as transformers does")
-                    if not e.strict:
+                    if e.copy:
                         checked[(e.source, e.key)] = (f"tied copy of {primary[u].key} "
                                                       f"({'checked equal' if equal else 'differs, see note'})")
     finally:
@@ -688,6 +689,9 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
     for part in ("encoder", "decoder"):
         if d[part].get("model_type", "bert") != "bert":
             raise ValueError(f"{src_dir / 'config.json'}: the {part} is {d[part]['model_type']!r}; only BERT is supported")
+    if d["decoder"].get("tie_word_embeddings", True) is False:
+        raise ValueError(f"{src_dir / 'config.json'}: the decoder's LM head is not tied to its word embeddings "
+                         "(tie_word_embeddings false); minis2s's LM head always projects with them")
     d = dict(d, encoder=dict(d["encoder"]), decoder=dict(d["decoder"]))
     notes = []
     if (src_dir / "generation_config.json").is_file():
@@ -709,8 +713,8 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
         name, copy = _map_key(key, None, params)
         if name is None:
             why[key] = copy
-        else:
-            entries.append(_Entry(0, key, name, copy=copy, strict=not copy))
+        else:  # a whole model is converted: a tied copy that differs would change it, so it is an error
+            entries.append(_Entry(0, key, name, copy=copy, strict=True))
     report = _fill(model, [reader], entries, [why])
     report.notes[:0] = notes
     model.eval()

@@ -135,10 +135,14 @@ def checkpoint(tmp_path_factory):
 def hf_warm_start(enc_dir, dec_dir=None, **kwargs):
     """transformers' own warm start (eager attention), with the special ids minis2s reads from the vocabulary."""
     transformers = require("transformers")
+    verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # its "newly initialized" warnings are expected here
-    hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(
-        str(enc_dir), str(dec_dir or enc_dir), encoder_attn_implementation="eager",
-        decoder_attn_implementation="eager", **kwargs)
+    try:
+        hf = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(
+            str(enc_dir), str(dec_dir or enc_dir), encoder_attn_implementation="eager",
+            decoder_attn_implementation="eager", **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     hf.config.decoder_start_token_id, hf.config.pad_token_id, hf.config.eos_token_id = 101, 0, 102
     return hf.eval()
 
@@ -369,6 +373,12 @@ def test_from_hf_reads_the_public_bert2bert_layout(hf_bert2bert, tmp_path):
     assert model.config.decoder_start_token_id == 101
     assert_same_logits(model, hf)
 
+    sd["decoder.cls.predictions.decoder.weight"] = sd["decoder.cls.predictions.decoder.weight"] + 0.5  # untied
+    torch.save(sd, d / "pytorch_model.bin")
+    with pytest.raises(ValueError, match=r"decoder\.cls\.predictions\.decoder\.weight should repeat "
+                                         r"decoder\.bert\.embeddings\.word_embeddings\.weight .* differs by up to 0\.5"):
+        convert.from_hf(d)
+
 
 def test_from_hf_checks_tied_copies(hf_bert2bert, tmp_path):
     """tie_encoder_decoder with both copies stored: they must be equal."""
@@ -386,19 +396,24 @@ def test_from_hf_checks_tied_copies(hf_bert2bert, tmp_path):
         convert.from_hf(d)
 
 
-def test_minis2s_save_and_to_hf_roundtrip_through_files(checkpoint, tmp_path):
+def test_minis2s_directory_roundtrip(tiny, tmp_path):
     """warm-start -> minis2s dir -> load_minis2s (streamed) gives the same tensors as the model in memory."""
-    model = convert.warm_start(checkpoint("model-bin"), seed=0)
-    convert.save_minis2s(model, tmp_path / "m", tokenizer_dir=checkpoint("model-bin"))
+    model = convert.warm_start(tiny, seed=0)
+    convert.save_minis2s(model, tmp_path / "m", tokenizer_dir=tiny)
     again = convert.load_minis2s(tmp_path / "m")
     a, b = dict(model.named_parameters()), dict(again.named_parameters())
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     assert EncoderDecoderModel.from_pretrained(tmp_path / "m").num_parameters() == model.num_parameters()
-    assert convert.is_hf_layout(tmp_path / "m") is False
+    assert (tmp_path / "m" / "vocab.txt").is_file() and convert.is_hf_layout(tmp_path / "m") is False
     convert.to_hf(model, tmp_path / "hf")
     assert convert.is_hf_layout(tmp_path / "hf") is True
     with pytest.raises(ValueError, match="transformers' key names"):
         convert.load_minis2s(tmp_path / "hf")
+    with pytest.raises(FileExistsError, match="not empty"):
+        convert.to_hf(model, tmp_path / "hf")
+    model.encoder.layers[0].adapters["ffn"] = torch.nn.Linear(2, 2)  # stands in for a bottleneck adapter
+    with pytest.raises(ValueError, match=r"no transformers counterpart.*encoder\.layers\.0\.adapters\.ffn\.weight"):
+        convert.to_hf(model, tmp_path / "hf2")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -572,7 +587,7 @@ def test_cli_usage_errors_exit_2(capsys):
 
 
 def test_cli_end_to_end(tiny, tmp_path):
-    """warm-start -> to-hf -> from-hf as subprocesses; failures are one line on stderr with exit status 1."""
+    """warm-start -> to-hf (subprocesses) -> from-hf gives back the same model; a failure is one line on stderr."""
     b2b, hf, back = tmp_path / "b2b", tmp_path / "hf", tmp_path / "back"
     r = run_cli("warm-start", tiny, b2b, "--share", "--seed", 3)
     assert r.returncode == 0, r.stderr
@@ -580,8 +595,7 @@ def test_cli_end_to_end(tiny, tmp_path):
     assert "new 20 tensors" in r.stdout and "BERTShare" in r.stdout
     assert sorted(os.listdir(b2b)) == ["config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
     assert run_cli("to-hf", b2b, hf).returncode == 0
-    r = run_cli("from-hf", hf, back)
-    assert r.returncode == 0, r.stderr
+    assert main(["from-hf", str(hf), str(back)]) == 0  # in-process: each subprocess pays for importing torch
     a, b = (dict(EncoderDecoderModel.from_pretrained(p).named_parameters()) for p in (b2b, back))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
 
