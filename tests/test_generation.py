@@ -27,6 +27,7 @@ from conftest import assert_close, hf_twin, minis2s_twin, require, tiny_config, 
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from minis2s.generation import GenerationOutput, generate
 from minis2s.model import EncoderDecoderModel
+from minis2s.tokenizer import load_tokenizer
 
 KERNELS = ["eager", "sdpa"]
 PAD, START, EOS = 0, 2, 3  # tiny_config's ids
@@ -307,14 +308,14 @@ def test_minilm_bert2bert_matches_transformers(minilm):
     """all-MiniLM-L6-v2 warm-started into a bert2bert by transformers (eager attention), its weights copied in."""
     hf = warm_started_minilm("eager")
     model = minis2s_twin(hf)
-    from minis2s.tokenizer import load_tokenizer
     texts = ["The tower is 324 metres tall, about the same height as an 81-storey building.",
              "It was the first structure to reach a height of 300 metres."]
     batch = dict(load_tokenizer(minilm)(texts, padding=True, truncation=True, max_length=64, return_tensors="pt"))
     batch.pop("token_type_ids")
     for settings, beam in ((dict(max_new_tokens=8), False),
                            (dict(BEAM["cnn_dailymail"], min_length=6, max_length=12, num_return_sequences=2), True)):
-        assert_same_generation(ours(model, batch, **settings), theirs(hf, batch, **settings), f"MiniLM {settings}", beam)
+        a, b = ours(model, batch, **settings), theirs(hf, batch, **settings)
+        assert_same_generation(a, b, f"MiniLM {settings}", beam)
 
 
 @pytest.mark.slow

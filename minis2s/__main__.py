@@ -1,0 +1,32 @@
+"""The command line: `python -m minis2s COMMAND ...`.
+
+    python -m minis2s generate MODEL_DIR "some text" [options]     generate_cli.py
+    python -m minis2s train --warm-start minilm --out runs/NAME     train.py
+
+Each command lives in its own module, which provides `add_arguments(parser)` and `run_command(args)`; this file
+only wires them up. `python -m minis2s COMMAND --help` lists a command's options.
+"""
+
+import argparse
+
+from . import generate_cli, train
+
+COMMANDS = {  # name -> (module, one-line help)
+    "generate": (generate_cli, "generate text with a trained model (greedy, beam search or sampling)"),
+    "train": (train, "fine-tune a BERT2BERT, fully or with adapters"),
+}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m minis2s", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_line) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_line, description=module.__doc__.split("\n")[0])
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run_command)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
