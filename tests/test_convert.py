@@ -263,6 +263,16 @@ def test_seed_makes_new_weights_reproducible(checkpoint):
     assert abs(std - 0.02) < 0.002 and pa["lm_head.bias"].abs().max() == 0  # N(0, initializer_range), bias 0
 
 
+def test_from_encoder_decoder_pretrained_classmethod(tiny):
+    """The Python entry point the documentation uses is the same warm start."""
+    if not hasattr(EncoderDecoderModel, "from_encoder_decoder_pretrained"):
+        pytest.skip("EncoderDecoderModel.from_encoder_decoder_pretrained is not in model.py yet")
+    a = EncoderDecoderModel.from_encoder_decoder_pretrained(tiny, share=True, seed=0)
+    b = convert.warm_start(tiny, share=True, seed=0)
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    assert set(pa) == set(pb) and all(torch.equal(pa[k], pb[k]) for k in pa) and a.config.tie_encoder_decoder
+
+
 def test_shards_are_read_one_file_at_a_time(checkpoint, monkeypatch):
     opened, open_now, peak = [], [0], [0]
     real = convert.WeightFiles._open_file
