@@ -632,7 +632,7 @@ def warm_start(encoder_dir, decoder_dir=None, share: bool = False, seed: int | N
     for s, (reader, rs) in enumerate(zip(readers, roles)):
         why = {}
         for key in reader.keys():
-            bare = key[len(BASE_PREFIX):] if key.startswith(BASE_PREFIX) else key
+            bare = key.removeprefix(BASE_PREFIX)
             why_not = next((why for pattern, why in IGNORED_KEYS if re.search(pattern, key)), None)
             if why_not:
                 why[key] = why_not

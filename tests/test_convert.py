@@ -392,7 +392,7 @@ def test_from_hf_reads_the_public_bert2bert_layout(hf_bert2bert, tmp_path):
 
 def test_from_hf_checks_tied_copies(hf_bert2bert, tmp_path):
     """tie_encoder_decoder with both copies stored: they must be equal."""
-    hf, src = hf_bert2bert(True)
+    _, src = hf_bert2bert(True)
     tensors = read_all(src / "model.safetensors")
     tensors["encoder.encoder.layer.1.output.dense.weight"] = tensors["decoder.bert.encoder.layer.1.output.dense.weight"].clone()
     d = tmp_path / "both"
