@@ -200,6 +200,7 @@ def beam_search(state: DecoderState, batch_size: int, num_beams: int, start_id: 
     # transformers fills unused positions with `pad_token_id or eos_token_id[0]`: Python's `or` treats BERT's
     # [PAD] = 0 as false, so BERT vocabularies get [SEP] there. Kept, for token-exact outputs.
     fill = (pad_token_id or eos) if eos is not None else -1
+    stop_id = eos if eos is not None else -1  # no token is -1: without eos, beams end at max_length only
 
     # Running beams: token buffer (B, K, L), total log-probs (B, K). Only beam 0 starts live, so the K copies of the
     # start token do not propose the same continuations K times.
@@ -234,9 +235,7 @@ def beam_search(state: DecoderState, batch_size: int, num_beams: int, start_id: 
         parent, token = index // V, index % V
         cand = running.gather(1, parent[:, :, None].expand(B, n_cand, L))  # (B, 2K, L)
         cand[:, :, t] = token
-        ends = torch.full_like(first_k, t + 1 >= L)[None].expand(B, n_cand)  # max_length reached: all end
-        if eos is not None:
-            ends = ends | (token == eos)
+        ends = (token == stop_id) | (t + 1 >= L)  # (B, 2K): [SEP], or max_length reached (then all end)
 
         # 3. running beams for the next step: the K best candidates that did not end
         alive_scores = cand_scores + ends.float() * NEG

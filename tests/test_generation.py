@@ -16,6 +16,7 @@ Covered:
 Run: python -m pytest tests/test_generation.py -q        (-m "not slow" skips the bert-base case)
 """
 
+import copy
 import re
 import warnings
 
@@ -23,7 +24,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import assert_close, hf_twin, minis2s_twin, require, tiny_config, warm_started_minilm
+from conftest import DEVICES, assert_close, hf_twin, minis2s_twin, require, tiny_config, warm_started_minilm
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from minis2s.generation import GenerationOutput, generate
 from minis2s.model import EncoderDecoderModel
@@ -128,6 +129,18 @@ def test_beam_search_matches_transformers(kernel, case):
     assert_same_generation(ours(model, batch, **BEAM[case]), theirs(hf, batch, **BEAM[case]), case, beam=True)
 
 
+def test_without_eos_every_row_runs_to_max_length():
+    """A config without eos_token_id: nothing ends early, nothing is padded, as in transformers."""
+    model, _ = lively_pair("eager")
+    model = copy.deepcopy(model)
+    model.config.eos_token_id = None
+    hf = hf_twin(model)
+    for settings, beam in ((dict(max_new_tokens=9), False), (dict(num_beams=3, max_new_tokens=9), True)):
+        a, b = ours(model, sources(), **settings), theirs(hf, sources(), **settings)
+        assert_same_generation(a, b, f"no eos {settings}", beam)
+        assert a.sequences.shape[1] == 10 and (a.sequences[:, 1:] != PAD).all()
+
+
 def test_tiny_model_exercises_eos_and_padding():
     """The parity cases above are only worth something if rows really end early and get padded."""
     model, _ = lively_pair("eager")
@@ -224,6 +237,19 @@ def test_padded_batch_gives_what_each_source_gives_alone(kernel, strategy):
         assert (rows[:, width:] == fill).all(), f"source {i}: the batch pads this source's rows with {fill}"
         if strategy == "beam":
             assert_close(together.sequences_scores[i * n:(i + 1) * n], alone.sequences_scores, 1e-5, f"source {i}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_ids_on_every_device(device):
+    """Greedy, beam search and top_k=1 sampling give the CPU's ids on the accelerator (TF32 matmuls are off by
+    default in torch)."""
+    model, _ = lively_pair("sdpa")
+    moved = copy.deepcopy(model).to(device)
+    for settings in (dict(max_new_tokens=12), BEAM["cnn_dailymail"], dict(max_new_tokens=12, do_sample=True, top_k=1)):
+        cpu = generate(model, **sources(), **settings)
+        there = generate(moved, **{k: v.to(device) for k, v in sources().items()}, **settings)
+        assert there.device.type == torch.device(device).type
+        assert torch.equal(there.cpu(), cpu), f"{device} {settings}:\n{there}\ncpu:\n{cpu}"
 
 
 # -- sampling --------------------------------------------------------------------------------------------------
