@@ -110,15 +110,14 @@ def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p for name, p in model.named_parameters()}
 
 
-def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Copy `tensors` into the model; refuse with one message listing every missing, unexpected and mis-shaped key."""
-    expected = unique_state(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+def check_state(expected: dict[str, tuple], found: dict[str, tuple], source: str = "checkpoint") -> None:
+    """Compare parameter shapes {name: shape}; raise one error listing every missing, unexpected, mis-shaped key."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
     mis_shaped = [
-        f"{k}: {source} has {tuple(tensors[k].shape)}, model expects {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(tensors))
-        if tuple(tensors[k].shape) != tuple(expected[k].shape)
+        f"{k}: {source} has {tuple(found[k])}, model expects {tuple(expected[k])}"
+        for k in sorted(set(expected) & set(found))
+        if tuple(found[k]) != tuple(expected[k])
     ]
     problems = []
     if missing:
@@ -129,6 +128,12 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source:
         problems.append(f"{len(mis_shaped)} mis-shaped tensor(s): {'; '.join(mis_shaped)}")
     if problems:
         raise ValueError(f"cannot load {source}: " + " | ".join(problems))
+
+
+def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Copy `tensors` into the model; refuse with one message listing every missing, unexpected and mis-shaped key."""
+    expected = unique_state(model)
+    check_state({k: p.shape for k, p in expected.items()}, {k: t.shape for k, t in tensors.items()}, source)
     with torch.no_grad():
         for k, p in expected.items():
             p.copy_(tensors[k])

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_directory, from_hf_name, to_hf_name, write_safetensors
+from .checkpoint import atomic_directory, check_state, from_hf_name, to_hf_name, write_safetensors
 from .config import BertConfig, EncoderDecoderConfig, decoder_config_from, write_json_atomic
 from .model import EncoderDecoderModel, init_weights
 
@@ -732,11 +732,9 @@ def load_minis2s(model_dir, attn_implementation: str | None = None) -> EncoderDe
     model = _skeleton(config)
     reader = WeightFiles(model_dir)
     params = dict(model.named_parameters(remove_duplicate=False))
-    entries = [_Entry(0, k, k) for k in reader.keys() if k in params]
-    why = {k: "not a parameter of this model" for k in reader.keys() if k not in params}
-    if why:
-        raise ValueError(f"{model_dir}: unexpected tensor(s) {', '.join(sorted(why))}")
-    _fill(model, [reader], entries, [why], source_name=str)
+    expected = {k: tuple(p.shape) for k, p in model.named_parameters()}  # each shared tensor once
+    check_state(expected, {k: reader.shape(k) for k in reader.keys()}, source=f"{model_dir}")
+    _fill(model, [reader], [_Entry(0, k, k) for k in reader.keys()], [{}], source_name=str)
     return model.eval()
 
 

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import KVCache, causal_mask, padding_mask
-from .checkpoint import atomic_directory, load_state, read_safetensors, unique_state, write_safetensors
+from .checkpoint import atomic_directory, unique_state, write_safetensors
 from .config import BertConfig, EncoderDecoderConfig
 from .feedforward import ACT_FNS
 from .layers import Decoder, Encoder
@@ -212,17 +212,34 @@ class EncoderDecoderModel(nn.Module):
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, attn_implementation: str | None = None,
                         map_location="cpu") -> "EncoderDecoderModel":
-        """Load a minis2s checkpoint directory (as written by `save_pretrained` or weights_convert.py)."""
+        """Load a checkpoint directory: minis2s's own, or a transformers EncoderDecoderModel's (detected by its keys).
+
+        Tensors are read one at a time into the model, so loading needs one model's memory, not two.
+        """
+        from .convert import from_hf, is_hf_layout, load_minis2s  # convert.py imports this module
+
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{model_dir} has no config.json: not a minis2s checkpoint directory")
-        config = EncoderDecoderConfig.load(model_dir / "config.json")
-        if attn_implementation is not None:
-            config.encoder.attn_implementation = config.decoder.attn_implementation = attn_implementation
-        model = cls(config)
-        tensors = read_safetensors(model_dir / "model.safetensors")
-        load_state(model, tensors, source=str(model_dir / "model.safetensors"))
-        return model.to(map_location).eval()
+        load = from_hf if is_hf_layout(model_dir) else load_minis2s
+        return load(model_dir, attn_implementation).to(map_location).eval()
+
+    @classmethod
+    def from_encoder_decoder_pretrained(cls, encoder_dir, decoder_dir=None, share: bool = False, **kwargs):
+        """Warm-start a BERT2BERT (share=True: BERTShare) from one or two BERT checkpoint directories.
+
+        As transformers' method of the same name: pretrained encoder and decoder, new cross-attention. Returned in
+        eval mode (call .train() before training). See convert.warm_start for the options.
+        """
+        from .convert import warm_start
+
+        return warm_start(encoder_dir, decoder_dir, share=share, **kwargs)
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Greedy, beam search or sampling from source ids (B, S); see generation.generate for every option."""
+        from .generation import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
 
 
 def init_weights(module: nn.Module, std: float) -> None:
