@@ -204,17 +204,17 @@ PRESET_ALIASES = {"pfeiffer": "seq_bn", "houlsby": "double_seq_bn", "parallel": 
                   "scaled_parallel": "scaled_par_bn"}
 
 
-def SeqBnConfig(**changes) -> BnConfig:  # noqa: N802 -- named like the adapters class it stands for
+def SeqBnConfig(**changes) -> BnConfig:  # named like the adapters class it stands for
     """Pfeiffer et al.: one adapter after the FFN, fed LN(h + x)."""
     return BnConfig(**{**PRESETS["seq_bn"], **changes})
 
 
-def DoubleSeqBnConfig(**changes) -> BnConfig:  # noqa: N802
+def DoubleSeqBnConfig(**changes) -> BnConfig:
     """Houlsby et al.: adapters after attention and after the FFN, fed h."""
     return BnConfig(**{**PRESETS["double_seq_bn"], **changes})
 
 
-def ParBnConfig(**changes) -> BnConfig:  # noqa: N802
+def ParBnConfig(**changes) -> BnConfig:
     """He et al.: a scaled adapter beside the FFN, fed x, starting as an identity."""
     return BnConfig(**{**PRESETS["par_bn"], **changes})
 
@@ -516,7 +516,7 @@ def train_adapter(model, adapter_setup, train_cross_attention: bool = False) -> 
 def adapter_summary(model, as_dict: bool = False):
     """Parameters per adapter and as a % of the base model (adapters excluded), as a table or a list of dicts."""
     rows = []
-    for name, config in _configs(model).items():
+    for name in _configs(model):
         modules = [m for *_, m in _adapter_modules(model, name)]
         params = [p for m in modules for p in m.parameters()]
         rows.append({"name": name, "architecture": "bottleneck", "#modules": len(modules),

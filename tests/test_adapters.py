@@ -62,7 +62,7 @@ def perturb(model, name, seed):
 def copy_to_lib(model, hf, names):
     """Load minis2s's adapter tensors into the adapters model by name; every adapter tensor there must be covered."""
     state = {k: v.detach().clone() for n in names for k, v in A.adapter_parameters(model, n).items()}
-    missing, unexpected = hf.load_state_dict(state, strict=False)
+    _, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected, unexpected
     theirs = {k for k in hf.state_dict() if ".adapters." in k and ".adapter_norm_before." not in k}
     assert theirs == set(state), (sorted(theirs ^ set(state)))[:6]
@@ -445,7 +445,7 @@ def test_load_errors_list_every_bad_key(tmp_path):
     A.add_adapter(model, "a", DoubleSeqBnConfig(reduction_factor=4))
     A.save_adapter(model, tmp_path, "a")
     weights = load_file(str(tmp_path / "adapter.safetensors"))
-    first = sorted(weights)[0]
+    first = min(weights)
     bad = dict(weights)
     del bad[first]
     bad["encoder.encoder.layer.0.output.adapters.a.extra.weight"] = torch.zeros(2)
