@@ -87,6 +87,7 @@ class TrainConfig:
     num_beams: int = 1  # 1 = greedy generation during evaluation
     save_every: int = 0  # steps between checkpoints (and one at the end); 0 = at the end only
     keep_checkpoints: int = 1  # newest checkpoints kept on disk
+    save_checkpoints: bool = True  # False: no checkpoint at all (the run cannot be resumed)
     resume: bool = False  # continue from the newest checkpoint in out_dir
     overwrite: bool = False  # start afresh even if out_dir already holds a run
     amp: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU; or force "bf16" / "fp32"
@@ -134,6 +135,20 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameter (did train_adapter freeze everything?)")
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model, cfg: "TrainConfig") -> torch.optim.AdamW:
+    """AdamW over `param_groups`, in its fused form (one kernel over all parameters) where this torch has it.
+
+    On CPU the default AdamW loops over the parameters one tensor at a time; the fused one was ~18x faster for
+    MiniLM's 49M parameters on 2 cores (0.33 s vs 5.9 s per step), which matters when a step's forward and
+    backward take about a second.
+    """
+    groups = param_groups(model, cfg.weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch: no fused AdamW for this device
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
 
 
 def lr_multiplier(step: int, warmup: int, total: int) -> float:
@@ -620,7 +635,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
     model.train()
     model.encoder.pooler.requires_grad_(False)  # unused by seq2seq: no gradient, no decay, nothing for DDP to wait for
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    optimizer = make_optimizer(model, cfg)
     stream = BatchStream(train_pairs, cfg.batch_size, cfg.seed, cfg.sort_window)
     collate = Seq2SeqCollator(tokenizer, cfg.max_source_len, cfg.max_target_len)
     autocast = make_autocast(d.device, cfg.amp)
@@ -700,7 +715,8 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
             if d.world_size > 1:
                 dist.barrier()
 
-        if out is not None and (step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0)):
+        if out is not None and cfg.save_checkpoints and (step == cfg.steps or
+                                                         (cfg.save_every and step % cfg.save_every == 0)):
             rng = [None] * d.world_size
             if d.world_size > 1:
                 dist.all_gather_object(rng, _rng_state())

@@ -286,3 +286,31 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tok, tmp_p
     assert one.keys() == two.keys()
     for k in one:
         assert_close(two[k], one[k], 1e-5, f"{k} after 3 steps, 2 processes vs 1")
+
+
+def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path):
+    """The warm-starting experiment end to end, on a tiny BERT checkpoint instead of MiniLM (2 steps each)."""
+    from minis2s.checkpoint import stack_to_bert_name, write_safetensors
+    from minis2s.config import write_json_atomic
+    from minis2s.experiment import CONFIGS, run
+
+    bert = tmp_path / "tiny-bert"
+    bert.mkdir()
+    model = make_model()
+    write_safetensors(bert / "model.safetensors",
+                      {stack_to_bert_name(k): v for k, v in model.encoder.named_parameters()})
+    write_json_atomic(bert / "config.json", model.config.encoder.to_hf_dict())
+    tok.save_pretrained(bert)
+
+    result = run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, max_test=8,
+                 progress=False)
+    rows = {r["config"]: r for r in result["rows"]}
+    assert list(rows) == list(CONFIGS)
+    assert rows["adapters"]["trainable_pct"] < 50 < rows["bert2bert"]["trainable_pct"]  # tiny: < 15% for MiniLM
+    assert rows["bertshare"]["parameters"] < rows["bert2bert"]["parameters"] == rows["random"]["parameters"]
+    table = (tmp_path / "exp" / "results.md").read_text()
+    assert table.count("\n| ") == 5 and "Machine:" in table  # header + 4 rows
+    samples = (tmp_path / "exp" / "samples.md").read_text()
+    assert samples.count("- **source:**") == 3 and samples.count("BERTShare") == 3
+    if (tmp_path / "exp" / "curves.png").exists() or require("matplotlib"):
+        assert (tmp_path / "exp" / "curves.png").is_file()
