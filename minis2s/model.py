@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .adapters import AdapterMixin
 from .attention import KVCache, causal_mask, padding_mask
 from .checkpoint import atomic_directory, unique_state, write_safetensors
 from .config import BertConfig, EncoderDecoderConfig
@@ -69,8 +70,11 @@ def shift_tokens_right(labels: torch.Tensor, decoder_start_token_id: int, pad_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-class EncoderDecoderModel(nn.Module):
-    """BERT2BERT: `Encoder` + `Decoder` + `LMHead`, with transformers' EncoderDecoderModel semantics."""
+class EncoderDecoderModel(AdapterMixin, nn.Module):
+    """BERT2BERT: `Encoder` + `Decoder` + `LMHead`, with transformers' EncoderDecoderModel semantics.
+
+    Bottleneck adapters come from `AdapterMixin` (add_adapter, train_adapter, ..., see adapters.py).
+    """
 
     def __init__(self, config: EncoderDecoderConfig):
         super().__init__()
@@ -98,7 +102,7 @@ class EncoderDecoderModel(nn.Module):
         self.config.tie_encoder_decoder = True
 
     def num_parameters(self, trainable_only: bool = False) -> int:
-        """Parameters counted once each, however many modules share them."""
+        """Parameters counted once each, however many modules share them (added adapters included)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def set_attn_implementation(self, kernel: str) -> "EncoderDecoderModel":
@@ -204,10 +208,14 @@ class EncoderDecoderModel(nn.Module):
     # -- files -------------------------------------------------------------------------------------------------
 
     def save_pretrained(self, out_dir: str | os.PathLike, force: bool = True) -> None:
-        """Write `config.json` + `model.safetensors` (each shared tensor once) atomically into `out_dir`."""
+        """Write `config.json` + `model.safetensors` (each shared tensor once) atomically into `out_dir`.
+
+        The base model only: adapters are saved on their own with `save_adapter` (kilobytes, not the whole model).
+        """
+        base = {k: v for k, v in unique_state(self).items() if ".adapters." not in k}
         with atomic_directory(out_dir, force=force) as tmp:
             self.config.save(tmp / "config.json")
-            write_safetensors(tmp / "model.safetensors", unique_state(self))
+            write_safetensors(tmp / "model.safetensors", base)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, attn_implementation: str | None = None,

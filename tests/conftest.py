@@ -75,9 +75,10 @@ def hf_twin(model, kernel: str = "eager"):
     for part in (hf_cfg.encoder, hf_cfg.decoder):
         part._attn_implementation = kernel
     hf = transformers.EncoderDecoderModel(config=hf_cfg)
-    weights = {to_hf_name(k): v for k, v in unique_state(model).items()}
+    base = {k: v for k, v in unique_state(model).items() if ".adapters." not in k}  # adapters: see test_adapters
+    weights = {to_hf_name(k): v for k, v in base.items()}
     if cfg.tie_encoder_decoder:  # the shared tensors live under both stack names in transformers
-        weights.update({to_hf_name(k.replace("encoder.", "decoder.", 1)): v for k, v in unique_state(model).items()
+        weights.update({to_hf_name(k.replace("encoder.", "decoder.", 1)): v for k, v in base.items()
                         if k.startswith("encoder.") and not k.startswith("encoder.pooler")})
     missing, unexpected = hf.load_state_dict(weights, strict=False)
     tied = {"decoder.cls.predictions.decoder.weight", "decoder.cls.predictions.decoder.bias"}
