@@ -38,12 +38,14 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import importlib.util
 import os
 import re
 import sys
 import textwrap
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -95,6 +97,12 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, import
 
 def notebook(cells: list) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook(cells=cells)
+    seen = set()
+    for cell in nb.cells:  # ids from the content, not random: regenerating an unchanged notebook changes nothing
+        base = hashlib.sha1(cell.source.encode()).hexdigest()[:8]
+        cell.id = next(f"{base}-{n}" if n else base for n in range(len(nb.cells) + 1)
+                       if (f"{base}-{n}" if n else base) not in seen)
+        seen.add(cell.id)
     nb.metadata = {
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
@@ -104,15 +112,24 @@ def notebook(cells: list) -> nbformat.NotebookNode:
 
 def execute(nb: nbformat.NotebookNode, timeout: float = TIMEOUT_S) -> float:
     """Run `nb` in place from a fresh kernel in tutorials/; return the seconds it took. Raises on a cell error or
-    when the whole notebook runs past `timeout` seconds."""
+    when the whole notebook runs past `timeout` seconds. Prints the slowest cells (the ones to trim)."""
     deadline = time.monotonic() + timeout
     client = NotebookClient(
-        nb, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}, record_timing=False,
+        nb, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}, record_timing=True,
         timeout_func=lambda cell: max(1, int(deadline - time.monotonic())),  # what is left of the whole budget
     )
     start = time.monotonic()
     client.execute()
-    return time.monotonic() - start
+    seconds = time.monotonic() - start
+    took = []
+    for i, cell in enumerate(nb.cells):
+        stamps = cell.metadata.pop("execution", None)  # timestamps would make every regeneration a diff
+        if stamps and "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
+            t0, t1 = (datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
+                      for k in ("iopub.execute_input", "shell.execute_reply"))
+            took.append(((t1 - t0).total_seconds(), i))
+    print("  slowest cells: " + ", ".join(f"#{i} {t:.1f} s" for t, i in sorted(took, reverse=True)[:4]), flush=True)
+    return seconds
 
 
 def with_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
