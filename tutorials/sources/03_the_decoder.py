@@ -126,7 +126,8 @@ def cells() -> list:
         Positions that should not count carry the label `-100`, which `cross_entropy(..., ignore_index=-100)`
         skips; `-100` is no token, so `shift_tokens_right` turns it into `[PAD]` on the input side. Here the
         target text is tokenised, its leading `[CLS]` dropped (the start token plays that part) and padding
-        replaced by `-100`:
+        replaced by `-100`. (transformers' usual recipe keeps that `[CLS]` in the labels, so the decoder's first
+        lesson is to predict `[CLS]` after `[CLS]`: harmless, but a wasted position.)
         """),
         code(r"""
         targets = ["the cat sat on the mat .", "hello world !"]
@@ -149,9 +150,11 @@ def cells() -> list:
         md(r"""
         **The classic bug.** A tokenizer pads with `[PAD]` (id 0), not `-100`. Passing its padded ids as labels
         gives the same decoder inputs (the shift maps `-100` to `[PAD]` anyway) but a different loss: every
-        padding position now counts, as a lesson in predicting `[PAD]` after `[SEP]` — trivially easy, so the loss
-        looks better while the real tokens get a smaller share of the gradient (transformers issues #7896, #5489).
-        We measure it on a small random BERT2BERT with the real vocabulary:
+        padding position now counts, as a lesson in predicting `[PAD]` after `[SEP]`. Untrained, the two losses
+        are close (every token is equally unknown); after a little training those `[PAD]` predictions are
+        trivially easy, so the buggy loss looks better than the model is, while the real tokens get a smaller
+        share of the gradient — the more padding, the worse (transformers issues #7896, #5489). We measure it on
+        a small random BERT2BERT with the real vocabulary:
         """),
         code(r"""
         enc_cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
