@@ -66,11 +66,20 @@ class Report:
         return next((d for d in self.compared if d.max_diff > self.atol), None)
 
     def __str__(self) -> str:
-        head = "no divergence" if self.first is None else (
-            f"first divergence: {self.first.name}  <->  {self.first.reference}\n"
-            f"  max abs diff {self.first.max_diff:.3g} (mean {self.first.mean_diff:.3g}) > atol {self.atol:g}")
-        rows = [f"  {'!!' if d.max_diff > self.atol else 'ok'} {d.max_diff:9.2e}  {d.name}" for d in self.compared]
-        return head + f"\n{len(self.compared)} module outputs compared:\n" + "\n".join(rows)
+        """The first divergence and the rows around it (all rows: `self.table()`)."""
+        if self.first is None:
+            worst = max((d.max_diff for d in self.compared), default=0.0)
+            return f"no divergence: {len(self.compared)} module outputs within {self.atol:g} (worst {worst:.3g})"
+        i = self.compared.index(self.first)
+        return (f"first divergence: {self.first.name}  <->  {self.first.reference}\n"
+                f"  max abs diff {self.first.max_diff:.3g} (mean {self.first.mean_diff:.3g}) > atol {self.atol:g}\n"
+                f"module outputs {max(0, i - 3)}..{min(len(self.compared), i + 4) - 1} of {len(self.compared)}:\n"
+                + self.table(max(0, i - 3), i + 4))
+
+    def table(self, start: int = 0, stop: int | None = None) -> str:
+        """One row per compared output, in execution order: ok/!!, max abs diff, module name."""
+        return "\n".join(f"  {'!!' if d.max_diff > self.atol else 'ok'} {d.max_diff:9.2e}  {d.name}"
+                         for d in self.compared[start:stop])
 
 
 def _first_tensor(output):

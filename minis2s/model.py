@@ -233,15 +233,19 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
         return load(model_dir, attn_implementation).to(map_location).eval()
 
     @classmethod
-    def from_encoder_decoder_pretrained(cls, encoder_dir, decoder_dir=None, share: bool = False, **kwargs):
+    def from_encoder_decoder_pretrained(cls, encoder_dir, decoder_dir=None, share: bool = False,
+                                        seed: int | None = None, attn_implementation: str | None = None,
+                                        output_loading_info: bool = False):
         """Warm-start a BERT2BERT (share=True: BERTShare) from one or two BERT checkpoint directories.
 
-        As transformers' method of the same name: pretrained encoder and decoder, new cross-attention. Returned in
-        eval mode (call .train() before training). See convert.warm_start for the options.
+        As transformers' method of the same name: pretrained encoder and decoder, new cross-attention (drawn with
+        `seed` if given). Returned in eval mode (call .train() before training); with `output_loading_info`, as
+        `(model, report)` where the report lists every source tensor used, ignored or newly initialised.
         """
         from .convert import warm_start
 
-        return warm_start(encoder_dir, decoder_dir, share=share, **kwargs)
+        return warm_start(encoder_dir, decoder_dir, share=share, seed=seed, attn_implementation=attn_implementation,
+                          output_loading_info=output_loading_info)
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         """Greedy, beam search or sampling from source ids (B, S); see generation.generate for every option."""
