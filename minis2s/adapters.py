@@ -493,12 +493,14 @@ def set_active_adapters(model, adapter_setup) -> None:
             site.active = names
 
 
-def train_adapter(model, adapter_setup, train_cross_attention: bool = False) -> None:
+def train_adapter(model, adapter_setup, train_cross_attention: bool = False, train_lm_head: bool = False) -> None:
     """Train mode; every parameter frozen except those of the given adapter(s), which become the active setup.
 
     train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm: in a warm-started
-    BERT2BERT they are the only randomly initialised blocks, and freezing them is a known reason adapter training of
-    such models stalls (adapters issue #575). adapters 1.3.0 has no such option.
+    BERT2BERT they are randomly initialised, and freezing them is a known reason adapter training of such models
+    stalls (adapters issue #575). train_lm_head=True also trains the LM head's transform and bias (not the tied
+    word embeddings): they are new too when the checkpoint had no MLM head (all-MiniLM-L6-v2 is a bare BertModel).
+    adapters 1.3.0 has neither option.
     """
     set_active_adapters(model, adapter_setup)
     model.train()
@@ -511,6 +513,9 @@ def train_adapter(model, adapter_setup, train_cross_attention: bool = False) -> 
         for layer in model.decoder.layers:
             layer.cross_attn.requires_grad_(True)
             layer.cross_ln.requires_grad_(True)
+    if train_lm_head:
+        for p in (*model.lm_head.dense.parameters(), *model.lm_head.ln.parameters(), model.lm_head.bias):
+            p.requires_grad_(True)
 
 
 def adapter_summary(model, as_dict: bool = False):
@@ -695,8 +700,8 @@ class AdapterMixin:
     def set_active_adapters(self, adapter_setup):
         return set_active_adapters(self, adapter_setup)
 
-    def train_adapter(self, adapter_setup, train_cross_attention=False):
-        return train_adapter(self, adapter_setup, train_cross_attention)
+    def train_adapter(self, adapter_setup, train_cross_attention=False, train_lm_head=False):
+        return train_adapter(self, adapter_setup, train_cross_attention, train_lm_head)
 
     def adapter_summary(self, as_dict=False):
         return adapter_summary(self, as_dict)

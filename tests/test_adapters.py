@@ -210,16 +210,18 @@ def test_mam_adapter_init_is_an_exact_identity(config):
     assert torch.equal(model(**batch).logits, plain)  # ... and changes nothing, bit for bit
 
 
-@pytest.mark.parametrize("train_cross_attention", [False, True])
-def test_train_adapter_trains_only_the_adapter(lib, train_cross_attention):
+@pytest.mark.parametrize("train_cross_attention, train_lm_head", [(False, False), (True, False), (True, True)])
+def test_train_adapter_trains_only_the_adapter(lib, train_cross_attention, train_lm_head):
     model, hf = pair(lib, {"a": DoubleSeqBnConfig(reduction_factor=4), "b": SeqBnConfig(reduction_factor=4)})
-    A.train_adapter(model, "a", train_cross_attention=train_cross_attention)
+    A.train_adapter(model, "a", train_cross_attention=train_cross_attention, train_lm_head=train_lm_head)
     assert model.training and all(m.training for m in model.modules())
     assert model.active_adapters == Stack("a")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     cross = {n for n, _ in model.named_parameters() if ".cross_attn." in n or ".cross_ln." in n}
     adapter_a = {n for n, _ in model.named_parameters() if ".adapters." in n and n.split(".")[5] == "a"}
-    assert adapter_a and trainable == adapter_a | (cross if train_cross_attention else set())
+    head = {"lm_head.dense.weight", "lm_head.dense.bias", "lm_head.ln.weight", "lm_head.ln.bias", "lm_head.bias"}
+    expected = adapter_a | (cross if train_cross_attention else set()) | (head if train_lm_head else set())
+    assert adapter_a and trainable == expected  # the tied word embeddings stay frozen even with train_lm_head
     # adapters' train_adapter unfreezes the same tensors (cross-attention aside, which it cannot train).
     hf.train_adapter("a")
     hf_trainable = {n for n, p in hf.named_parameters() if p.requires_grad}
