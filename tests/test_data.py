@@ -4,8 +4,8 @@ Covers: split sizes, disjointness (near-duplicates included), stability under ra
 leakage of the name into the source; token lengths with the real BERT vocabulary; the text helpers on
 worked examples; load_pairs on good and bad files (errors name the file and line); labels = target ids
 without [CLS], -100 at padding, and shift_tokens_right(labels) giving back the decoder input;
-deterministic, complete, DDP-sharded batches. Offline. 14-31 s measured on a busy, shared 2-core
-machine, mostly three data-set builds (a child process each) and importing torch.
+deterministic, complete, DDP-sharded batches. Offline. 7 s on an idle 2-core machine (up to 31 s on a
+busy shared one), mostly three data-set builds (a child process each) and importing torch.
 
     python -m pytest tests/test_data.py -q
 """
@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from minis2s.data import (SPLITS, Pair, Seq2SeqCollator, build_docstring_task, clean_docstring, iterate_batches,
-                          load_pairs, make_pairs, mentions_name, name_to_words, near_duplicates, normalise, split_of)
+                          load_pairs, make_pairs, mentions_name, name_to_words, names_in_vocab, near_duplicates,
+                          normalise, split_of)
 from minis2s.model import shift_tokens_right
 from minis2s.tokenizer import load_tokenizer
 
@@ -119,6 +120,23 @@ def test_token_lengths_fit_the_budget_with_the_bert_vocabulary(task, minilm):
     too_long = sum(n > 64 for n in source_lengths) / len(pairs)
     assert too_long < 0.03, f"{too_long:.1%} of sources are longer than 64 tokens"
     assert max(label_lengths) <= 16, max(label_lengths)
+
+
+def test_vocab_filter_keeps_english_names_in_their_splits(task, cache, minilm):
+    vocab = load_tokenizer(minilm).backend_tokenizer.get_vocab()
+    english = build_docstring_task(cache, vocab=vocab)
+    assert len(english["train"]) >= 1200 and len(english["validation"]) >= 150 and len(english["test"]) >= 150
+    for split in SPLITS:
+        assert all(w in vocab for p in english[split] for w in p.target.split())
+        assert set(english[split]) <= set(task[split])  # a filter: no pair changes split
+    assert not any(p.target == "tanh" for split in SPLITS for p in english[split])
+
+
+def test_names_in_vocab():
+    pairs = [Pair("Return the hyperbolic tangent of x.", "tanh"), Pair("Square of the deviation.", "variance"),
+             Pair("Clear the frames.", "clear frames"), Pair("Clear the frame.", "clear frame")]
+    vocab = {"variance": 0, "clear": 1, "frames": 2, "tan": 3, "##h": 4}
+    assert names_in_vocab(pairs, vocab) == pairs[1:3]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
