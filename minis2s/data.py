@@ -389,8 +389,9 @@ def load_pairs(path: str | os.PathLike) -> list[Pair]:
     try:
         text = data.decode("utf-8-sig")  # -sig: tolerate a byte-order mark
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        bad = f"byte 0x{data[e.start]:02x} at byte offset {e.start}"
+        offset = e.start + len(data) - len(e.object)  # e.start counts from after a byte-order mark
+        line = data.count(b"\n", 0, offset) + 1
+        bad = f"byte 0x{data[offset]:02x} at byte offset {offset}"
         raise ValueError(f"{path}, line {line}: not UTF-8 ({bad})") from None
     pairs, first = [], True
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): it also splits at \x0c, \u2028 ...

@@ -244,6 +244,7 @@ def test_load_pairs_reads_jsonl_and_tsv(tmp_path):
     ("a.tsv", b"one\tx\n\n\ntwo\t \n", r"line 4: empty target"),
     ("a.tsv", b"\tx\n", r"line 1: empty source"),
     ("a.tsv", b"ok\tfine\nbad \xff\tx\n", r"line 2: not UTF-8 \(byte 0xff at byte offset 12\)"),
+    ("a.tsv", b"\xef\xbb\xbfok\tfine\nbad \xfe\tx\n", r"line 2: not UTF-8 \(byte 0xfe at byte offset 15\)"),  # BOM
     ("a.jsonl", b'{"source": "a", "target": "b"}\n{"source": "a"}\n',
      r"line 2: missing key 'target' \(keys found: \['source'\]\)"),
     ("a.jsonl", b'{"src": "a", "tgt": "b"}\n', r"line 1: missing key 'source'"),
