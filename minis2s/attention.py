@@ -74,7 +74,7 @@ def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> tor
     return (1.0 - keep) * torch.finfo(dtype).min
 
 
-def causal_mask(attention_mask, T: int, past: int, dtype, device, kernel: str):
+def causal_mask(attention_mask, T: int, past, dtype, device, kernel: str, keys: int | None = None):
     """The decoder's self-attention mask, as (additive mask or None, is_causal).
 
     Query t (absolute position past + t) may see key j iff j <= past + t and key j is not padding. For T = 2 new
@@ -83,49 +83,105 @@ def causal_mask(attention_mask, T: int, past: int, dtype, device, kernel: str):
          [0, 0, 0  ]]
     Causality and padding are multiplied as 0/1 first, so a masked entry is exactly `min` (never 2 * min = -inf).
     `attention_mask`, if given, covers all past + T positions: (B, past + T).
+    `keys`: how many key positions there are when that is not past + T: a static cache (see KVCache) attends over
+    its whole buffer, and `past` is then a tensor, so the mask also hides the positions not written yet.
     """
-    if attention_mask is None:
+    if attention_mask is None and keys is None:
         if T == 1:
             return None, False  # one new query may see every cached key: nothing to mask
         if kernel == "sdpa" and past == 0:
             return None, True  # let the fused kernel apply causality itself
-    j = torch.arange(past + T, device=device)
-    i = torch.arange(past, past + T, device=device)
-    keep = (j[None, :] <= i[:, None]).to(dtype)[None, None]  # (1, 1, T, past + T)
+    j = torch.arange(past + T if keys is None else keys, device=device)
+    i = past + torch.arange(T, device=device)
+    keep = (j[None, :] <= i[:, None]).to(dtype)[None, None]  # (1, 1, T, keys)
     if attention_mask is not None:
-        keep = keep * attention_mask[:, None, None, :].to(dtype)  # (B, 1, T, past + T)
+        keep = keep * attention_mask[:, None, None, :].to(dtype)  # (B, 1, T, keys)
     return (1.0 - keep) * torch.finfo(dtype).min, False
 
 
 class LayerKV:
-    """One decoder layer's cache: self-attention K/V growing one position per step; cross K/V computed once."""
+    """One decoder layer's cache: self-attention K/V growing one position per step; cross K/V computed once.
 
-    def __init__(self):
-        self.self_k = self.self_v = None  # (B, nh, t, hs) for the t target positions seen so far
+    The self-attention keys/values are written into preallocated buffers, (B, nh, capacity, hs) each, rather than
+    concatenated onto the past at every step (which would copy the whole history each time). A buffer that is full
+    is reallocated twice as large, so a cache that was not told the final length still costs O(1) per step.
+    Static (see KVCache): the buffers never move, writes go where `position` says, and the whole buffer is returned.
+    """
+
+    def __init__(self, capacity: int = 16, position: torch.Tensor | None = None):
+        self.k = self.v = None  # (B, nh, capacity, hs); positions [0, length) hold the target seen so far
+        self.length = 0
+        self.capacity = capacity  # the first allocation (generation passes max_length: also the last)
+        self.position = position  # static cache only: (1,) tensor shared by all layers, where the next token goes
         self.cross = None  # (k, v), each (B, nh, S, hs): the encoder output projected by this layer
 
     def extend(self, k: torch.Tensor, v: torch.Tensor):
-        """Append this step's keys/values (B, nh, T, hs); return all of them (B, nh, t + T, hs)."""
-        if self.self_k is not None:
-            k, v = torch.cat([self.self_k, k], dim=2), torch.cat([self.self_v, v], dim=2)
-        self.self_k, self.self_v = k, v
-        return k, v
+        """Write this step's keys/values (B, nh, T, hs) after the cached ones; return all of them (B, nh, t + T, hs)."""
+        if self.position is not None:
+            return self._write_static(k, v)
+        start, end = self.length, self.length + k.shape[2]
+        if self.k is None or end > self.k.shape[2]:
+            self.k, self.v = self._grown(self.k, k, end), self._grown(self.v, v, end)
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]  # views of the buffers: no copy
+
+    def _grown(self, buffer, new, end: int) -> torch.Tensor:
+        B, nh, _, hs = new.shape
+        capacity = max(end, self.capacity if buffer is None else 2 * buffer.shape[2])
+        grown = new.new_empty(B, nh, capacity, hs)  # positions >= end are never read before being written
+        if buffer is not None:
+            grown[:, :, :self.length] = buffer[:, :, :self.length]
+        return grown
+
+    def _write_static(self, k, v):
+        if self.k is None:  # zeros, not empty: unwritten positions are read (masked), and 0 * NaN would be NaN
+            self.k = k.new_zeros(k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            self.v = torch.zeros_like(self.k)
+        where = self.position + torch.arange(k.shape[2], device=k.device)  # (T,)
+        self.k.index_copy_(2, where, k)
+        self.v.index_copy_(2, where, v)
+        return self.k, self.v  # (B, nh, capacity, hs): the mask hides positions > the query's
 
 
 class KVCache:
     """Everything the decoder already computed, so each generation step only processes the newest token.
 
     Without it step t recomputes all t positions in every layer (quadratic work); with it, one position.
+    `capacity`: how many target positions to make room for up front (the buffers grow if more come).
+
+    `static=True` is the form a compiled decode step needs (torch.compile, CUDA graphs): every tensor keeps its
+    shape and address from step to step. The buffers hold exactly `capacity` positions, attention runs over all of
+    them with a mask hiding the ones not written yet, and the current position is a tensor (`position`), advanced
+    in place by `decode_step`, rather than a Python int a compiled graph would have to be specialised on.
     """
 
-    def __init__(self, n_layers: int):
-        self.layers = [LayerKV() for _ in range(n_layers)]
+    def __init__(self, n_layers: int, capacity: int = 16, static: bool = False, device=None):
+        self.static = static
+        self.position = torch.zeros(1, dtype=torch.long, device=device) if static else None
+        self.layers = [LayerKV(capacity, self.position) for _ in range(n_layers)]
 
     @property
     def length(self) -> int:
         """How many target positions are cached (the position id of the next token)."""
-        k = self.layers[0].self_k
-        return 0 if k is None else k.shape[2]
+        return int(self.position) if self.static else self.layers[0].length
+
+    @property
+    def past(self):
+        """Where the new positions start: `length`, or for a static cache the `position` tensor (no host sync)."""
+        return self.position if self.static else self.layers[0].length
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].capacity
+
+    def mark_static(self) -> None:
+        """Tell torch.compile that these tensors keep their addresses (so CUDA graphs read them in place)."""
+        for layer in self.layers:
+            for t in (self.position, layer.k, layer.v, *(layer.cross or ())):
+                if t is not None:
+                    torch._dynamo.mark_static_address(t)
 
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: row b of the next step continues row index[b] of this one.
@@ -134,5 +190,10 @@ class KVCache:
         an example share one source, so their cross-attention K/V rows are identical: reordering them is a no-op.
         """
         for layer in self.layers:
-            if layer.self_k is not None:
-                layer.self_k, layer.self_v = layer.self_k[index], layer.self_v[index]
+            if layer.k is None:
+                continue
+            if self.static:  # in place: the buffers keep their addresses
+                layer.k.copy_(layer.k[index])
+                layer.v.copy_(layer.v[index])
+            else:
+                layer.k, layer.v = layer.k[index], layer.v[index]

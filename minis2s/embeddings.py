@@ -24,15 +24,21 @@ class Embeddings(nn.Module):
         self.ln = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)  # HF: LayerNorm
         self.drop = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None, past_len: int = 0):
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                past_len: int | torch.Tensor = 0):
         # Ids and lengths are validated once by the model's public entry points (not per decoding step).
-        B, T = input_ids.shape
-        positions = torch.arange(past_len, past_len + T, device=input_ids.device)  # (T,)
+        T = input_ids.shape[1]
         if token_type_ids is None:
             type_vectors = self.type_emb.weight[0]  # (C,): segment A everywhere, broadcast
         else:
             type_vectors = self.type_emb(token_type_ids)  # (B, T, C)
+        # Positions past_len .. past_len + T - 1: consecutive rows of the table, a slice. (A static cache's
+        # past_len is a tensor, so that a compiled graph does not depend on its value: then a lookup.)
+        if isinstance(past_len, int):
+            positions = self.pos_emb.weight[past_len:past_len + T]  # (T, C)
+        else:
+            positions = self.pos_emb(past_len + torch.arange(T, device=input_ids.device))  # (T, C)
         # Summation order (word + type) + position matches transformers bit for bit.
-        x = self.word_emb(input_ids) + type_vectors + self.pos_emb(positions)  # (B, T, C)
+        x = self.word_emb(input_ids) + type_vectors + positions  # (B, T, C)
         return self.drop(self.ln(x))
 

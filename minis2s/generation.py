@@ -59,16 +59,35 @@ class DecoderState:
 
     `next_logits(seqs)` returns the scores for the token after `seqs` (N, t). With a cache it feeds only the
     positions the cache has not seen (all of them at the first step, then the newest one); without, all t.
+    `max_length` sizes the cache up front. `compile=True`: a static cache and the model's compiled decode step
+    (`model.compile_decoder`); the first step runs eagerly, to fill the cache's cross-attention K/V once.
     """
 
-    def __init__(self, model, enc: torch.Tensor, enc_mask: torch.Tensor | None, use_cache: bool):
+    def __init__(self, model, enc: torch.Tensor, enc_mask: torch.Tensor | None, use_cache: bool,
+                 max_length: int = 16, compile: bool = False):
         self.model, self.enc, self.enc_mask = model, enc, enc_mask  # (N, S, C), (N, S)
-        self.cache = KVCache(len(model.decoder.layers)) if use_cache else None
+        self.seen = 0  # target positions already fed to the decoder (with a cache)
+        self.compiled = None
+        n = len(model.decoder.layers)
+        if compile:
+            self.cache = KVCache(n, max_length, static=True, device=enc.device)
+            self.compiled = model.compiled_decode_step or model.compile_decoder()
+        else:
+            self.cache = KVCache(n, max_length) if use_cache else None
 
     def next_logits(self, seqs: torch.Tensor) -> torch.Tensor:
-        past = self.cache.length if self.cache is not None else 0
-        logits = self.model.decode_step(seqs[:, past:], self.enc, self.enc_mask, None, self.cache)  # (N, t-past, V)
-        return logits[:, -1].float()  # (N, V); scores are processed in fp32, as transformers does
+        past = self.seen if self.cache is not None else 0
+        new = seqs[:, past:]  # (N, t-past)
+        step = self.model.decode_step
+        if self.compiled is not None and past > 0:  # a fresh (N, 1) tensor: a graph is specialised on strides too
+            step, new = self.compiled, new.clone(memory_format=torch.contiguous_format)
+        logits = step(new, self.enc, self.enc_mask, None, self.cache)  # (N, t-past, V)
+        self.seen = seqs.shape[1]
+        if self.compiled is None:
+            return logits[:, -1].float()  # (N, V); scores are processed in fp32, as transformers does
+        if past == 0:
+            self.cache.mark_static()  # its tensors now exist; a CUDA graph may keep their addresses
+        return logits[:, -1].float().clone()  # a CUDA graph overwrites its outputs at the next replay
 
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: row i of the next step continues row index[i] of this one."""
@@ -287,7 +306,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
              do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50, top_p: float = 1.0,
              generator: torch.Generator | None = None, use_cache: bool = True, output_scores: bool = False,
              decoder_start_token_id: int | None = None, eos_token_id: int | None = None,
-             pad_token_id: int | None = None) -> torch.Tensor | GenerationOutput:
+             pad_token_id: int | None = None, compile: bool = False) -> torch.Tensor | GenerationOutput:
     """Generate target ids for a batch of sources, exactly as transformers' `EncoderDecoderModel.generate`.
 
     input_ids, attention_mask, token_type_ids: (B, S) source, as for `model.encode`. Without `attention_mask`, the
@@ -301,6 +320,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         (50 by default, as in transformers; None or 0: off), then `top_p` (1.0: off) reshape the distribution.
         Draws come from `generator` (a seeded torch.Generator makes runs reproducible) or torch's global RNG.
     use_cache: feed one new token per step against a KVCache (True) or re-run the whole prefix (False).
+    compile: run the decode steps through `model.compile_decoder()` (torch.compile; CUDA graphs on a GPU) with a
+        static cache: same tokens, faster steps once compiled. The first call per shape pays the compilation.
     decoder_start_token_id / eos_token_id / pad_token_id: default to the model config's ids.
 
     Returns token ids (B * num_return_sequences, L') starting with decoder_start_token_id, rows of one source
@@ -339,6 +360,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         warnings.warn(f"min_length {min_length} > max_length {max_length}: outputs will stop at max_length")
 
     # Strategy.
+    if compile and not use_cache:
+        raise ValueError("compile=True needs use_cache=True: the compiled step decodes one token against a static cache")
     if not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"num_beams must be a positive int, got {num_beams!r}")
     if not isinstance(num_return_sequences, int) or num_return_sequences < 1:
@@ -373,7 +396,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     if copies > 1:  # [x0, x1] -> [x0, x0, x0, x1, x1, x1]: the rows of one source stay adjacent
         enc = enc.repeat_interleave(copies, dim=0)  # (B * copies, S, C)
         attention_mask = attention_mask.repeat_interleave(copies, dim=0) if attention_mask is not None else None
-    state = DecoderState(model, enc, attention_mask, use_cache)
+    state = DecoderState(model, enc, attention_mask, use_cache, max_length, compile)
 
     if num_beams == 1:
         seqs = torch.full((B * copies, 1), start, dtype=torch.long, device=input_ids.device)

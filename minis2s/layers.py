@@ -95,7 +95,7 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))  # HF: bert.encoder.layer
 
     def forward(self, input_ids, enc, mask=None, is_causal=False, enc_mask=None, cache=None):
-        past = cache.length if cache is not None else 0
+        past = cache.past if cache is not None else 0
         x = self.embeddings(input_ids, past_len=past)  # (B, T, C); positions continue after the cached ones
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, is_causal, enc, enc_mask, cache.layers[i] if cache is not None else None)

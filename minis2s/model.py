@@ -144,6 +144,9 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
         if attention_mask is not None and tuple(attention_mask.shape) != tuple(encoder_hidden.shape[:2]):
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != source shape "
                              f"{tuple(encoder_hidden.shape[:2])}")
+        if cache is not None and cache.static and (decoder_attention_mask is not None or past + T > cache.capacity):
+            raise ValueError(f"a static cache holds {cache.capacity} positions without padding: cannot add {T} to "
+                             f"{past}" + (" with a decoder_attention_mask" if decoder_attention_mask is not None else ""))
         if decoder_attention_mask is not None and tuple(decoder_attention_mask.shape) != (B, past + T):
             raise ValueError(f"decoder_attention_mask shape {tuple(decoder_attention_mask.shape)} != "
                              f"{(B, past + T)} (batch, cached + new target positions)")
@@ -152,13 +155,32 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, decoder_attention_mask=None,
                     cache=None) -> torch.Tensor:
         """`decode` without the input checks: what generation calls at every step."""
-        past = cache.length if cache is not None else 0
+        past = cache.past if cache is not None else 0  # an int; a tensor for a static cache
         T = decoder_input_ids.shape[1]
+        keys = cache.capacity if cache is not None and cache.static else None  # a static cache: its whole buffer
         self_mask, is_causal = causal_mask(decoder_attention_mask, T, past, self.dtype, decoder_input_ids.device,
-                                           self.config.decoder.attn_implementation)  # (B|1, 1, T, past + T)
+                                           self.config.decoder.attn_implementation, keys)  # (B|1, 1, T, keys)
         enc_mask = padding_mask(attention_mask, self.dtype)  # (B, 1, 1, S)
         h = self.decoder(decoder_input_ids, encoder_hidden, self_mask, is_causal, enc_mask, cache)  # (B, T, C)
+        if keys is not None:
+            cache.position += T  # in place: a compiled step sees the same tensor every time
         return self.lm_head(h, self.decoder.embeddings.word_emb.weight)  # (B, T, V)
+
+    compiled_decode_step = None  # set by compile_decoder()
+
+    def compile_decoder(self, **options):
+        """Compile `decode_step` with torch.compile for `generate(..., compile=True)`; returns the compiled function.
+
+        Meant for GPUs, where a decode step is many small kernel launches: with the static cache generation uses,
+        every step has the same shapes and addresses, so mode="reduce-overhead" (the default on CUDA) replays the
+        whole step as one CUDA graph. `options` go to torch.compile (defaults: fullgraph=True, dynamic=False).
+        A new batch size, source length or max_length compiles again (and the first call pays the compilation).
+        """
+        defaults = dict(fullgraph=True, dynamic=False)
+        if self.device.type == "cuda":
+            defaults["mode"] = "reduce-overhead"
+        self.compiled_decode_step = torch.compile(self.decode_step, **{**defaults, **options})
+        return self.compiled_decode_step
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, decoder_input_ids=None,
                 decoder_attention_mask=None, labels=None, encoder_outputs=None) -> Seq2SeqOutput:

@@ -1,0 +1,213 @@
+"""The fast paths give what the plain path gives: the preallocated KV cache, the static cache, the compiled decode step.
+
+Covered:
+  - the KV cache writes into preallocated buffers (their address does not change from step to step) and, whether
+    it was sized up front or had to grow, step-by-step decoding gives the logits of one teacher-forced pass;
+  - the static cache (fixed shapes, attention over the whole buffer with a mask, position as a tensor) gives the
+    same logits, greedy ids and beam ids as the dynamic one, for both attention kernels; beam reordering keeps its
+    buffers in place;
+  - `generate(..., compile=True)`: the decode step through torch.compile gives the same ids and per-step scores as
+    the plain path, and a second call with the same shapes does not compile again. On CPU this runs torch.compile
+    with the "aot_eager" backend (tracing + autograd-free graph, no C++ codegen: seconds, not minutes), on a tiny
+    model; the CUDA case (default mode "reduce-overhead", i.e. CUDA graphs) is collected and skipped without a GPU;
+  - embeddings: the position rows taken by slicing (int offset) equal those looked up by index (tensor offset);
+  - the benchmark's pieces (minis2s.bench) on a tiny model: every task runs on both libraries and generates the
+    same ids, peak memory is measured, and the bytes-per-token count of the floor matches a count by hand.
+
+Run: python -m pytest tests/test_fastpath.py -q        (about 30 s on 2 CPU cores)
+"""
+
+import pytest
+import torch
+
+from conftest import DEVICES, assert_close, hf_twin, require, tiny_config
+from minis2s.attention import KVCache
+from minis2s.generation import generate
+from minis2s.model import EncoderDecoderModel
+
+KERNELS = ["eager", "sdpa"]
+
+
+def tiny_model(kernel="eager", device="cpu", **kw):
+    torch.manual_seed(0)
+    return EncoderDecoderModel(tiny_config(kernel=kernel, **kw)).to(device).eval()
+
+
+def source(B=3, S=9, device="cpu"):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(4, 99, (B, S), generator=g)
+    mask = torch.ones(B, S, dtype=torch.long)
+    mask[1, S - 3:] = 0  # one padded source
+    return ids.to(device), mask.to(device)
+
+
+def decode_one_by_one(model, ids, mask, targets, cache):
+    """Logits (B, T, V) of feeding `targets` (B, T) one token per step against `cache`."""
+    enc = model.encode(ids, mask)
+    return torch.cat([model.decode(targets[:, t:t + 1], enc, mask, cache=cache) for t in range(targets.shape[1])], 1)
+
+
+# -- the preallocated cache ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("capacity", [1, 3, 16], ids=["grows-4x", "grows-1x", "sized"])
+def test_cache_equals_teacher_forcing(kernel, capacity):
+    model = tiny_model(kernel)
+    ids, mask = source()
+    targets = torch.randint(4, 99, (3, 10), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, decoder_input_ids=targets).logits  # (B, T, V)
+        cache = KVCache(len(model.decoder.layers), capacity)
+        stepped = decode_one_by_one(model, ids, mask, targets, cache)
+    assert cache.length == 10 and cache.layers[0].k.shape[2] >= 10
+    assert_close(stepped, full, 1e-5, f"cached (capacity {capacity}) vs teacher-forced logits")
+
+
+def test_cache_writes_in_place():
+    """Sized up front, the buffers are allocated once: every step writes into the same memory (no torch.cat)."""
+    model = tiny_model()
+    ids, mask = source()
+    cache = KVCache(len(model.decoder.layers), capacity=8)
+    enc = model.encode(ids, mask)
+    addresses = set()
+    with torch.no_grad():
+        for t in range(8):
+            model.decode(torch.full((3, 1), 5 + t), enc, mask, cache=cache)
+            addresses.add((cache.layers[0].k.data_ptr(), cache.layers[-1].v.data_ptr()))
+    assert len(addresses) == 1 and cache.layers[0].k.shape[2] == 8
+
+
+# -- the static cache -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_static_cache_equals_dynamic(kernel):
+    model = tiny_model(kernel)
+    ids, mask = source()
+    targets = torch.randint(4, 99, (3, 7), generator=torch.Generator().manual_seed(3))
+    n = len(model.decoder.layers)
+    with torch.no_grad():
+        dynamic = decode_one_by_one(model, ids, mask, targets, KVCache(n))
+        static_cache = KVCache(n, capacity=12, static=True)
+        static = decode_one_by_one(model, ids, mask, targets, static_cache)
+    assert static_cache.length == 7 and static_cache.layers[0].k.shape[2] == 12  # attends over all 12 slots
+    assert_close(static, dynamic, 1e-6, "static vs dynamic cache logits")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
+def test_static_cache_generates_the_same(kernel, beams, monkeypatch):
+    """generate() with a static cache but no compilation (compile_decoder replaced by the plain step)."""
+    model = tiny_model(kernel)
+    ids, mask = source()
+    kw = dict(max_new_tokens=8, num_beams=beams, output_scores=True)
+    plain = generate(model, ids, mask, **kw)
+    monkeypatch.setattr(model, "compiled_decode_step", model.decode_step)
+    static = generate(model, ids, mask, compile=True, **kw)
+    assert torch.equal(static.sequences, plain.sequences)
+    for t, (a, b) in enumerate(zip(static.scores, plain.scores)):
+        assert_close(a.masked_fill(a.isinf(), 0), b.masked_fill(b.isinf(), 0), 1e-5, f"step {t} scores")
+
+
+def test_static_reorder_keeps_addresses():
+    model = tiny_model()
+    ids, mask = source()
+    cache = KVCache(len(model.decoder.layers), capacity=4, static=True)
+    with torch.no_grad():
+        model.decode(torch.full((3, 1), 2), model.encode(ids, mask), mask, cache=cache)
+    k = cache.layers[0].k
+    before, ptr = k.clone(), k.data_ptr()
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.layers[0].k.data_ptr() == ptr
+    assert torch.equal(cache.layers[0].k, before[[2, 2, 0]])
+
+
+def test_static_cache_refuses_overflow_and_padding():
+    model = tiny_model()
+    ids, mask = source()
+    enc = model.encode(ids, mask)
+    cache = KVCache(len(model.decoder.layers), capacity=2, static=True)
+    with pytest.raises(ValueError, match="static cache holds 2 positions"):
+        model.decode(torch.full((3, 3), 5), enc, mask, cache=cache)
+    with pytest.raises(ValueError, match="decoder_attention_mask"):
+        model.decode(torch.full((3, 1), 5), enc, mask, torch.ones(3, 1, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="compile=True needs use_cache=True"):
+        generate(model, ids, mask, compile=True, use_cache=False)
+
+
+# -- the compiled decode step -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_step_generates_the_same(device):
+    """torch.compile'd decode step: same ids and scores as the plain path, greedy and beam, one compile per shape."""
+    dynamo = pytest.importorskip("torch._dynamo")
+    model = tiny_model("sdpa", device)
+    ids, mask = source(device=device)
+    # CPU: the aot_eager backend proves the step traces as one graph (fullgraph=True) and runs the same
+    # operations; the GPU gets the default (inductor, mode="reduce-overhead": CUDA graphs).
+    model.compile_decoder(**({"backend": "aot_eager"} if device == "cpu" else {}))
+    dynamo.reset()
+    for beams in (1, 3):
+        kw = dict(max_new_tokens=10, num_beams=beams, output_scores=True)
+        plain = generate(model, ids, mask, **kw)
+        compiled = generate(model, ids, mask, compile=True, **kw)
+        frames = dynamo.utils.counters["stats"]["unique_graphs"]
+        again = generate(model, ids, mask, compile=True, **kw)
+        assert dynamo.utils.counters["stats"]["unique_graphs"] == frames, "the same shapes compiled again"
+        for out in (compiled, again):
+            assert torch.equal(out.sequences, plain.sequences)
+            for t, (a, b) in enumerate(zip(out.scores, plain.scores)):
+                assert_close(a.masked_fill(a.isinf(), 0), b.masked_fill(b.isinf(), 0), 1e-5,
+                             f"{beams} beams, step {t} scores")
+
+
+# -- embeddings ---------------------------------------------------------------------------------------------------
+
+
+def test_position_slice_equals_lookup():
+    emb = tiny_model().decoder.embeddings
+    ids = torch.randint(4, 99, (2, 5))
+    assert torch.equal(emb(ids, past_len=7), emb(ids, past_len=torch.tensor([7])))
+
+
+# -- the benchmark's pieces ---------------------------------------------------------------------------------------
+
+
+def test_bench_tasks_on_a_tiny_model(monkeypatch):
+    require("transformers")
+    from minis2s import bench
+
+    model = tiny_model("sdpa", layers=1, vocab=1200, max_pos=200)
+    hf = hf_twin(model, "sdpa")
+    for name, value in {"NEW_TOKENS": 3, "SRC_LEN": 16, "TGT_LEN": 5, "BATCH": 2}.items():
+        monkeypatch.setattr(bench, name, value)
+    x = bench.make_inputs(1200, "cpu")
+    opts = bench.Options(models=[], kernels=["sdpa"], tasks=bench.TASKS, repeats=2)
+    for task in bench.TASKS:
+        r = bench.bench_task(task, model, hf, x, opts)
+        assert r["minis2s"]["runs"] == r["transformers"]["runs"] == 2 and r["ratio"] > 0
+        assert r["minis2s"]["peak_bytes"] > 0 and r["transformers"]["peak_bytes"] > 0, task
+        if task != "encoder" and task != "train":
+            assert r["same_ids"], f"{task}: the two libraries generated different ids"
+    assert "| sdpa | beam4 |" in bench.markdown({"device": "cpu", "threads": 2, "cpu_count": 2, "torch": "t",
+                                                  "transformers": "t", "repeats": 2, "load_before": None,
+                                                  "load_after": None, "models": {"tiny": {"kernels": {"sdpa": {
+                                                      "beam4": r}}}}})
+
+
+def test_floor_bytes_by_hand():
+    from minis2s.bench import decode_floor_bytes
+
+    model = tiny_model(hidden=24, heads=3, layers=2, inter=37, vocab=99)
+    C, I, V, L = 24, 37, 99, 2
+    per_layer = (4 * (C * C + C)  # self-attention Q, K, V, O
+                 + 2 * (C * C + C)  # cross-attention Q, O (its K, V were computed once)
+                 + (C * I + I) + (I * C + C)  # FFN
+                 + 3 * 2 * C)  # three LayerNorms
+    head = (C * C + C) + 2 * C + V + V * C  # transform dense, LayerNorm, bias, tied embedding matrix
+    rows = 3 * C + 2 * C  # one word, position and type row; the embedding LayerNorm
+    b = decode_floor_bytes(model, src_len=9, new_tokens=4)
+    assert b["decoder_layers"] == 4 * L * per_layer and b["lm_head"] == 4 * head and b["embedding_rows"] == 4 * rows
+    assert b["cross_kv_cache"] == 4 * 2 * L * 9 * C
