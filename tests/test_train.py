@@ -302,7 +302,8 @@ def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path
     write_json_atomic(bert / "config.json", model.config.encoder.to_hf_dict())
     tok.save_pretrained(bert)
 
-    result = run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, max_test=8,
+    task = {"train": TRAIN, "validation": VAL, "test": make_pairs(8, 2)}
+    result = run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, task=task,
                  progress=False)
     rows = {r["config"]: r for r in result["rows"]}
     assert list(rows) == list(CONFIGS)
