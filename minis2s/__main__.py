@@ -2,6 +2,7 @@
 
     python -m minis2s generate MODEL_DIR "some text" [options]     generate_cli.py
     python -m minis2s train --warm-start minilm --out runs/NAME     train.py
+    python -m minis2s experiment [--quick] [--minutes 18]          experiment.py
 
 Each command lives in its own module, which provides `add_arguments(parser)` and `run_command(args)`; this file
 only wires them up. `python -m minis2s COMMAND --help` lists a command's options.
@@ -9,11 +10,12 @@ only wires them up. `python -m minis2s COMMAND --help` lists a command's options
 
 import argparse
 
-from . import generate_cli, train
+from . import experiment, generate_cli, train
 
 COMMANDS = {  # name -> (module, one-line help)
     "generate": (generate_cli, "generate text with a trained model (greedy, beam search or sampling)"),
     "train": (train, "fine-tune a BERT2BERT, fully or with adapters"),
+    "experiment": (experiment, "warm-started vs random BERT2BERT, BERTShare, adapters: the table (or --quick)"),
 }
 
 
