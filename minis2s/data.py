@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     import torch
 
 SPLITS = ("train", "validation", "test")
-DATA_VERSION = 1  # bump when the recipe below changes, so old caches are not reused
+DATA_VERSION = 2  # bump when the recipe below changes, so old caches are not reused
 
 # Modules never imported: GUI (tkinter, turtle, idlelib), side effects on import (antigravity opens a
 # browser, this/__hello__ print, readline may write terminal escapes), tests and installers, and
