@@ -44,10 +44,37 @@ class Attention(nn.Module):
         """Keys and values of `source` (B, S, C): the same input in self-attention, the encoder output in cross."""
         return self.split_heads(self.key(source)), self.split_heads(self.value(source))  # 2 x (B, nh, S, hs)
 
-    def forward(self, x, k, v, mask=None, is_causal=False):
-        """x: (B, T, C) queries' input; k, v: (B, nh, S, hs); mask: additive, broadcastable to (B, nh, T, S)."""
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's queries, keys and values of x (B, T, C): 3 x (B, nh, T, hs).
+
+        A generation step (one position, no autograd) is a few small matrix-vector products, each costing about
+        as much in call and thread start-up as in arithmetic, so there the three projections run as ONE product
+        with the stacked matrix [W_q; W_k; W_v] (3C, C). The stack is a copy, made on first use and remade when
+        any of the six tensors changes (new storage or an in-place update); checkpoints keep the three names.
+        A compiled graph (torch.compile) keeps the three products: it cannot check for changes, and has no such costs.
+        """
+        if x.shape[1] > 1 or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.split_heads(self.query(x)), *self.project_kv(x)
         B, T, C = x.shape
-        q = self.split_heads(self.query(x))  # (B, nh, T, hs)
+        qkv = F.linear(x, *self.stacked_qkv())  # (B, 1, 3C)
+        return qkv.view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, 1, hs)
+
+    def stacked_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """([W_q; W_k; W_v], [b_q; b_k; b_v]): (3C, C) and (3C,), cached until a projection's tensors change."""
+        tensors = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias,
+                   self.value.bias)
+        version = tuple((t.data_ptr(), t._version) for t in tensors)
+        if getattr(self, "_stacked", (None,))[0] != version:
+            with torch.no_grad():
+                self._stacked = (version, torch.cat(tensors[:3]), torch.cat(tensors[3:]))
+        return self._stacked[1:]
+
+    def forward(self, x, k, v, mask=None, is_causal=False, q=None):
+        """x: (B, T, C) queries' input; k, v: (B, nh, S, hs); mask: additive, broadcastable to (B, nh, T, S).
+        q: the queries (B, nh, T, hs) if they are already projected (see `project_qkv`)."""
+        B, T, C = x.shape
+        if q is None:
+            q = self.split_heads(self.query(x))  # (B, nh, T, hs)
         p = self.dropout_p if self.training else 0.0
         if self.kernel == "sdpa":
             # The same computation in one fused kernel. `is_causal` lets it skip building the mask when the

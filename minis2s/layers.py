@@ -42,10 +42,10 @@ class Layer(nn.Module):
     def forward(self, x, mask=None, is_causal=False, enc=None, enc_mask=None, cache: LayerKV | None = None):
         """x: (B, T, C); mask: additive self-attention mask; enc: (B, S, C) encoder output (decoder only)."""
         # 1. Self-attention. While generating, the cache appends this step's keys/values to the past ones.
-        k, v = self.attn.project_kv(x)  # (B, nh, T, hs)
+        q, k, v = self.attn.project_qkv(x)  # (B, nh, T, hs) each
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, nh, past + T, hs)
-        h = self.drop(self.attn(x, k, v, mask, is_causal))  # the sub-block's output before the residual
+        h = self.drop(self.attn(x, k, v, mask, is_causal, q))  # the sub-block's output before the residual
         x = self.attn_ln(x + h) if "attn" not in self.adapters else self.adapters["attn"](h, x, self.attn_ln)
 
         # 2. Cross-attention (decoder): queries from the target, keys/values from the encoder output. Those do

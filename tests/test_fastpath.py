@@ -1,6 +1,8 @@
 """The fast paths give what the plain path gives: the preallocated KV cache, the static cache, the compiled decode step.
 
 Covered:
+  - a decode step's self-attention projections as one product with the stacked [W_q; W_k; W_v] equal the three
+    separate products exactly, and the stack is remade when a weight changes in place;
   - the KV cache writes into preallocated buffers (their address does not change from step to step) and, whether
     it was sized up front or had to grow, step-by-step decoding gives the logits of one teacher-forced pass;
   - the static cache (fixed shapes, attention over the whole buffer with a mask, position as a tensor) gives the
@@ -78,6 +80,21 @@ def test_cache_writes_in_place():
     assert len(addresses) == 1 and cache.layers[0].k.shape[2] == 8
 
 
+@pytest.mark.parametrize("B", [1, 4])
+def test_stacked_qkv_equals_three_products(B):
+    """One product with [W_q; W_k; W_v] gives exactly the three separate ones, and is remade after an update."""
+    attn = tiny_model().decoder.layers[0].attn
+    x = torch.randn(B, 1, 24)
+    with torch.no_grad():
+        stacked = attn.project_qkv(x)
+        three = (attn.split_heads(attn.query(x)), *attn.project_kv(x))
+        for a, b in zip(stacked, three):
+            assert torch.equal(a, b)
+        attn.value.weight.mul_(2.0)  # an in-place update, as an optimizer step makes
+        v2 = attn.project_qkv(x)[2]
+    assert torch.equal(v2, attn.project_kv(x)[1].detach()) and not torch.equal(v2, stacked[2])
+
+
 # -- the static cache -------------------------------------------------------------------------------------------
 
 
@@ -101,7 +118,7 @@ def test_static_cache_generates_the_same(kernel, beams, monkeypatch):
     """generate() with a static cache but no compilation (compile_decoder replaced by the plain step)."""
     model = tiny_model(kernel)
     ids, mask = source()
-    kw = dict(max_new_tokens=8, num_beams=beams, output_scores=True)
+    kw = dict(max_new_tokens=6, num_beams=beams, output_scores=True)
     plain = generate(model, ids, mask, **kw)
     monkeypatch.setattr(model, "compiled_decode_step", model.decode_step)
     static = generate(model, ids, mask, compile=True, **kw)
@@ -150,7 +167,7 @@ def test_compiled_step_generates_the_same(device):
     model.compile_decoder(**({"backend": "aot_eager"} if device == "cpu" else {}))
     dynamo.reset()
     for beams in (1, 3):
-        kw = dict(max_new_tokens=10, num_beams=beams, output_scores=True)
+        kw = dict(max_new_tokens=6, num_beams=beams, output_scores=True)
         plain = generate(model, ids, mask, **kw)
         compiled = generate(model, ids, mask, compile=True, **kw)
         frames = dynamo.utils.counters["stats"]["unique_graphs"]
@@ -184,11 +201,13 @@ def test_bench_tasks_on_a_tiny_model(monkeypatch):
     for name, value in {"NEW_TOKENS": 3, "SRC_LEN": 16, "TGT_LEN": 5, "BATCH": 2}.items():
         monkeypatch.setattr(bench, name, value)
     x = bench.make_inputs(1200, "cpu")
-    opts = bench.Options(models=[], kernels=["sdpa"], tasks=bench.TASKS, repeats=2)
+    opts = bench.Options(models=[], kernels=["sdpa"], tasks=bench.TASKS, repeats=1)
     for task in bench.TASKS:
+        opts.memory = task in ("encoder", "beam4")  # the profiler is slow: two tasks show it works
         r = bench.bench_task(task, model, hf, x, opts)
-        assert r["minis2s"]["runs"] == r["transformers"]["runs"] == 2 and r["ratio"] > 0
-        assert r["minis2s"]["peak_bytes"] > 0 and r["transformers"]["peak_bytes"] > 0, task
+        assert r["minis2s"]["runs"] == r["transformers"]["runs"] == 1 and r["ratio"] > 0
+        if opts.memory:
+            assert r["minis2s"]["peak_bytes"] > 0 and r["transformers"]["peak_bytes"] > 0, task
         if task != "encoder" and task != "train":
             assert r["same_ids"], f"{task}: the two libraries generated different ids"
     assert "| sdpa | beam4 |" in bench.markdown({"device": "cpu", "threads": 2, "cpu_count": 2, "torch": "t",
