@@ -413,9 +413,9 @@ def cells() -> list:
         weights, same adapter weights, same input: the logits must match.
         """),
         code(r"""
+        print(to_hf(trained, work / "base-hf").notes[0])   # the base model only: adapters go in adapter files
         base_only = copy.deepcopy(trained)
-        base_only.delete_adapter("sum")                    # to_hf refuses adapter tensors: they go in adapter files
-        to_hf(base_only, work / "base-hf")
+        base_only.delete_adapter("sum")                    # the same model without its adapter (used below)
         hf = transformers.EncoderDecoderModel.from_pretrained(work / "base-hf", attn_implementation="eager").eval()
         adapters.init(hf)                                                     # adds the adapters API to the model
         name = hf.load_adapter(str(work / "adapter-sum"), use_safetensors=True, set_active=True)
