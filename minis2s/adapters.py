@@ -47,7 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import read_safetensors, to_hf_name, write_safetensors
+from .checkpoint import check_state, read_safetensors, to_hf_name, write_safetensors
 from .config import write_json_atomic
 from .feedforward import ACT_FNS
 
@@ -657,9 +657,8 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
     add_adapter(model, name, config)
     try:
         expected = adapter_parameters(model, name)
-        problems = _key_problems(expected, tensors)
-        if problems:
-            raise ValueError(f"cannot load adapter {saved_name!r} from {source}: " + " | ".join(problems))
+        check_state({k: p.shape for k, p in expected.items()}, {k: t.shape for k, t in tensors.items()},
+                    source=f"adapter {saved_name!r} from {source}")  # one error listing every key problem
         with torch.no_grad():
             for k, p in expected.items():
                 p.copy_(tensors[k])  # into the model's dtype and device
@@ -669,21 +668,6 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
     if set_active:
         set_active_adapters(model, name)
     return name
-
-
-def _key_problems(expected: dict, tensors: dict) -> list[str]:
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mis_shaped = [f"{k}: file has {tuple(tensors[k].shape)}, model expects {tuple(expected[k].shape)}"
-                  for k in sorted(set(expected) & set(tensors)) if tensors[k].shape != expected[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected)}")
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} mis-shaped tensor(s): {'; '.join(mis_shaped)}")
-    return problems
 
 
 class AdapterMixin:

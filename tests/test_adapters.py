@@ -463,7 +463,7 @@ def test_load_errors_list_every_bad_key(tmp_path):
     meta = json.loads((tmp_path / "adapter_config.json").read_text())
     meta["config"]["reduction_factor"] = 2
     (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match=r"mis-shaped tensor\(s\).*file has \(6, 24\), model expects \(12, 24\)"):
+    with pytest.raises(ValueError, match=r"mis-shaped tensor\(s\).* has \(6, 24\), model expects \(12, 24\)"):
         A.load_adapter(target, tmp_path)
     # Features minis2s does not implement are refused by name.
     meta["config"]["phm_layer"] = True
