@@ -46,6 +46,7 @@ class Layer(nn.Module):
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, nh, past + T, hs)
         h = self.drop(self.attn(x, k, v, mask, is_causal, q))  # the sub-block's output before the residual
+        del q, k, v  # freed now rather than at return: the FFN below holds the layer's largest activation
         x = self.attn_ln(x + h) if "attn" not in self.adapters else self.adapters["attn"](h, x, self.attn_ln)
 
         # 2. Cross-attention (decoder): queries from the target, keys/values from the encoder output. Those do
@@ -58,6 +59,7 @@ class Layer(nn.Module):
                 if cache is not None:
                     cache.cross = (k, v)
             h = self.drop(self.cross_attn(x, k, v, enc_mask))
+            del k, v
             x = self.cross_ln(x + h) if "cross" not in self.adapters else self.adapters["cross"](h, x, self.cross_ln)
 
         # 3. Feed-forward.
