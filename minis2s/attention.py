@@ -44,37 +44,33 @@ class Attention(nn.Module):
         """Keys and values of `source` (B, S, C): the same input in self-attention, the encoder output in cross."""
         return self.split_heads(self.key(source)), self.split_heads(self.value(source))  # 2 x (B, nh, S, hs)
 
-    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def project_qkv(self, x: torch.Tensor, stacked=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention's queries, keys and values of x (B, T, C): 3 x (B, nh, T, hs).
 
-        A generation step (one position, no autograd) is a few small matrix-vector products, each costing about
-        as much in call and thread start-up as in arithmetic, so there the three projections run as ONE product
-        with the stacked matrix [W_q; W_k; W_v] (3C, C). The stack is a copy, made on first use and remade when
-        any of the six tensors changes (new storage or an in-place update); checkpoints keep the three names.
-        A compiled graph (torch.compile) keeps the three products: it cannot check for changes, and has no such costs.
+        With `stacked` (from `stack_qkv`), the three projections are ONE product with [W_q; W_k; W_v] (3C, C):
+        the same numbers, and for a generation step, where each product is a small matrix-vector product that
+        costs about as much in call and thread start-up as in arithmetic, measurably faster.
         """
-        if x.shape[1] > 1 or torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if stacked is None:
             return self.split_heads(self.query(x)), *self.project_kv(x)
         B, T, C = x.shape
-        qkv = F.linear(x, *self.stacked_qkv())  # (B, 1, 3C)
-        return qkv.view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, 1, hs)
+        qkv = F.linear(x, *stacked)  # (B, T, 3C)
+        return qkv.view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
 
-    def stacked_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """([W_q; W_k; W_v], [b_q; b_k; b_v]): (3C, C) and (3C,), cached until a projection's tensors change."""
-        tensors = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.key.bias,
-                   self.value.bias)
-        version = tuple((t.data_ptr(), t._version) for t in tensors)
-        if getattr(self, "_stacked", (None,))[0] != version:
-            with torch.no_grad():
-                self._stacked = (version, torch.cat(tensors[:3]), torch.cat(tensors[3:]))
-        return self._stacked[1:]
+    def stack_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """([W_q; W_k; W_v], [b_q; b_k; b_v]): (3C, C) and (3C,), a copy (the checkpoint keeps the three names)."""
+        with torch.no_grad():
+            return (torch.cat([self.query.weight, self.key.weight, self.value.weight]),
+                    torch.cat([self.query.bias, self.key.bias, self.value.bias]))
 
-    def forward(self, x, k, v, mask=None, is_causal=False, q=None):
-        """x: (B, T, C) queries' input; k, v: (B, nh, S, hs); mask: additive, broadcastable to (B, nh, T, S).
-        q: the queries (B, nh, T, hs) if they are already projected (see `project_qkv`)."""
-        B, T, C = x.shape
-        if q is None:
-            q = self.split_heads(self.query(x))  # (B, nh, T, hs)
+    def forward(self, x, k, v, mask=None, is_causal=False):
+        """x: (B, T, C) queries' input; k, v: (B, nh, S, hs); mask: additive, broadcastable to (B, nh, T, S)."""
+        q = self.split_heads(self.query(x))  # (B, nh, T, hs)
+        return self.out(self.attend(q, k, v, mask, is_causal))
+
+    def attend(self, q, k, v, mask=None, is_causal=False) -> torch.Tensor:
+        """softmax(Q K^T / sqrt(hs) + M) V for every head, heads side by side: (B, T, C), before the output projection."""
+        B, nh, T, hs = q.shape
         p = self.dropout_p if self.training else 0.0
         if self.kernel == "sdpa":
             # The same computation in one fused kernel. `is_causal` lets it skip building the mask when the
@@ -84,13 +80,12 @@ class Attention(nn.Module):
             if is_causal:
                 raise ValueError("the eager kernel takes an explicit causal mask, not is_causal=True")
             # Divide after the matmul (not q / sqrt(hs) before it): the order transformers uses, bit for bit.
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, nh, T, S)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, T, S)
             if mask is not None:
                 scores = scores + mask
             probs = F.dropout(scores.softmax(dim=-1), p, self.training)  # dropout removes whole keys for a query, as in BERT
             y = probs @ v  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads side by side: (B, T, C)
-        return self.out(y)
+        return y.transpose(1, 2).reshape(B, T, nh * hs)  # re-assemble heads side by side: (B, T, C)
 
 
 def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -141,6 +136,7 @@ class LayerKV:
         self.capacity = capacity  # the first allocation (generation passes max_length: also the last)
         self.position = position  # static cache only: (1,) tensor shared by all layers, where the next token goes
         self.cross = None  # (k, v), each (B, nh, S, hs): the encoder output projected by this layer
+        self.weights = None  # Layer.step: the tensors a step reads (Layer.step_weights), gathered at the first step
 
     def extend(self, k: torch.Tensor, v: torch.Tensor):
         """Write this step's keys/values (B, nh, T, hs) after the cached ones; return all of them (B, nh, t + T, hs)."""
@@ -188,6 +184,7 @@ class KVCache:
         self.static = static
         self.position = torch.zeros(1, dtype=torch.long, device=device) if static else None
         self.layers = [LayerKV(capacity, self.position) for _ in range(n_layers)]
+        self.source_mask = None  # the additive source padding mask, made at the first step like the cross K/V
 
     @property
     def length(self) -> int:

@@ -7,12 +7,16 @@ BERT is post-LN: each sub-block adds its output to the residual stream and *then
 An encoder layer has two sub-blocks (self-attention, FFN); a decoder layer three (causal self-attention,
 cross-attention to the encoder output, FFN). The residual + LayerNorm lines in `Layer.forward` are exactly
 where bottleneck adapters hook in (see adapters.py): an active adapter at a site rewrites that one line.
+`Layer.step` is the same decoder layer for one new token per row while generating, written for speed.
 
 Shape legend: B batch, T length of this stack's sequence, S source length, C hidden.
 """
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .attention import Attention, LayerKV
 from .config import BertConfig
@@ -42,11 +46,11 @@ class Layer(nn.Module):
     def forward(self, x, mask=None, is_causal=False, enc=None, enc_mask=None, cache: LayerKV | None = None):
         """x: (B, T, C); mask: additive self-attention mask; enc: (B, S, C) encoder output (decoder only)."""
         # 1. Self-attention. While generating, the cache appends this step's keys/values to the past ones.
-        q, k, v = self.attn.project_qkv(x)  # (B, nh, T, hs) each
+        k, v = self.attn.project_kv(x)  # (B, nh, T, hs)
         if cache is not None:
             k, v = cache.extend(k, v)  # (B, nh, past + T, hs)
-        h = self.drop(self.attn(x, k, v, mask, is_causal, q))  # the sub-block's output before the residual
-        del q, k, v  # freed now rather than at return: the FFN below holds the layer's largest activation
+        h = self.drop(self.attn(x, k, v, mask, is_causal))  # the sub-block's output before the residual
+        del k, v  # freed now rather than at return: the FFN below holds the layer's largest activation
         x = self.attn_ln(x + h) if "attn" not in self.adapters else self.adapters["attn"](h, x, self.attn_ln)
 
         # 2. Cross-attention (decoder): queries from the target, keys/values from the encoder output. Those do
@@ -66,6 +70,41 @@ class Layer(nn.Module):
         h = self.drop(self.ffn(x))
         x = self.ffn_ln(x + h) if "ffn" not in self.adapters else self.adapters["ffn"](h, x, self.ffn_ln)
         return x
+
+    def step(self, x, cache: LayerKV, enc, enc_mask=None):
+        """`forward` for a decoder layer in eval mode, one new position per row (x: (B, 1, C)), with a cache.
+
+        The same numbers (tests/test_fastpath.py); only Python is cut. At one token per step a layer is a few
+        tiny matrix-vector products, and the module calls around them (dropout that is the identity in eval, each
+        Linear and LayerNorm through nn.Module.__call__) cost about as much as the arithmetic. So the tensors a
+        step reads are gathered once per generation (`step_weights`, kept in the cache, which like its K/V
+        belongs to one state of the weights) and used directly; sub-module hooks do not fire here.
+        """
+        if cache.weights is None:
+            cache.weights = self.step_weights()
+        w, a, c, ad = cache.weights, self.attn, self.cross_attn, self.adapters
+        q, k, v = a.project_qkv(x, w.qkv)  # (B, nh, 1, hs) each: one product over the stacked weights
+        k, v = cache.extend(k, v)  # (B, nh, past + 1, hs)
+        h = F.linear(a.attend(q, k, v), *w.out)
+        x = F.layer_norm(x + h, *w.attn_ln) if "attn" not in ad else ad["attn"](h, x, self.attn_ln)
+
+        if cache.cross is None:
+            cache.cross = c.project_kv(enc)  # (B, nh, S, hs), once per source
+        q = c.split_heads(F.linear(x, *w.cross_query))
+        h = F.linear(c.attend(q, *cache.cross, enc_mask), *w.cross_out)
+        x = F.layer_norm(x + h, *w.cross_ln) if "cross" not in ad else ad["cross"](h, x, self.cross_ln)
+
+        h = F.linear(w.act(F.linear(x, *w.up)), *w.down)
+        return F.layer_norm(x + h, *w.ffn_ln) if "ffn" not in ad else ad["ffn"](h, x, self.ffn_ln)
+
+    def step_weights(self) -> SimpleNamespace:
+        """The tensors `step` reads, as F.linear / F.layer_norm arguments; Q, K, V stacked (Attention.stack_qkv)."""
+        lin = lambda m: (m.weight, m.bias)  # noqa: E731
+        ln = lambda m: (m.normalized_shape, m.weight, m.bias, m.eps)  # noqa: E731
+        return SimpleNamespace(qkv=self.attn.stack_qkv(), out=lin(self.attn.out), attn_ln=ln(self.attn_ln),
+                               cross_query=lin(self.cross_attn.query), cross_out=lin(self.cross_attn.out),
+                               cross_ln=ln(self.cross_ln), up=lin(self.ffn.up), act=self.ffn.act,
+                               down=lin(self.ffn.down), ffn_ln=ln(self.ffn_ln))
 
 
 class Encoder(nn.Module):
@@ -101,4 +140,11 @@ class Decoder(nn.Module):
         x = self.embeddings(input_ids, past_len=past)  # (B, T, C); positions continue after the cached ones
         for i, layer in enumerate(self.layers):
             x = layer(x, mask, is_causal, enc, enc_mask, cache.layers[i] if cache is not None else None)
+        return x
+
+    def step(self, input_ids, enc, enc_mask, cache):
+        """`forward` for one new token per row (B, 1) in eval mode, through each layer's fast `step`."""
+        x = self.embeddings(input_ids, past_len=cache.past)  # (B, 1, C)
+        for layer, layer_cache in zip(self.layers, cache.layers):
+            x = layer.step(x, layer_cache, enc, enc_mask)
         return x

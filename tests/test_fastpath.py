@@ -1,8 +1,9 @@
 """The fast paths give what the plain path gives: the preallocated KV cache, the static cache, the compiled decode step.
 
 Covered:
-  - a decode step's self-attention projections as one product with the stacked [W_q; W_k; W_v] equal the three
-    separate products exactly, and the stack is remade when a weight changes in place;
+  - `Layer.step`, the generation step without module-call overhead, gives exactly the logits of `Layer.forward`,
+    for both kernels and with Houlsby, Pfeiffer and parallel adapters active; its Q/K/V as one product with the
+    stacked [W_q; W_k; W_v] equal the three separate products exactly;
   - the KV cache writes into preallocated buffers (their address does not change from step to step) and, whether
     it was sized up front or had to grow, step-by-step decoding gives the logits of one teacher-forced pass;
   - the static cache (fixed shapes, attention over the whole buffer with a mask, position as a tensor) gives the
@@ -23,7 +24,7 @@ import pytest
 import torch
 
 from conftest import DEVICES, assert_close, hf_twin, require, tiny_config
-from minis2s.attention import KVCache
+from minis2s.attention import KVCache, padding_mask
 from minis2s.generation import generate
 from minis2s.model import EncoderDecoderModel
 
@@ -82,17 +83,40 @@ def test_cache_writes_in_place():
 
 @pytest.mark.parametrize("B", [1, 4])
 def test_stacked_qkv_equals_three_products(B):
-    """One product with [W_q; W_k; W_v] gives exactly the three separate ones, and is remade after an update."""
+    """One product with [W_q; W_k; W_v] gives exactly what the three separate products give."""
     attn = tiny_model().decoder.layers[0].attn
     x = torch.randn(B, 1, 24)
     with torch.no_grad():
-        stacked = attn.project_qkv(x)
-        three = (attn.split_heads(attn.query(x)), *attn.project_kv(x))
-        for a, b in zip(stacked, three):
+        for a, b in zip(attn.project_qkv(x, attn.stack_qkv()), attn.project_qkv(x)):
             assert torch.equal(a, b)
-        attn.value.weight.mul_(2.0)  # an in-place update, as an optimizer step makes
-        v2 = attn.project_qkv(x)[2]
-    assert torch.equal(v2, attn.project_kv(x)[1].detach()) and not torch.equal(v2, stacked[2])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("adapters", [None, "double_seq_bn", "seq_bn", "par_bn"])
+def test_step_equals_forward(kernel, adapters):
+    """Layer.step (what a generation step runs) gives exactly the logits of Layer.forward, adapters included."""
+    model = tiny_model(kernel)
+    if adapters:
+        model.add_adapter("a", config=adapters, set_active=True)
+        with torch.no_grad():  # adapters that start as an identity would prove nothing
+            for name, p in model.named_parameters():
+                if ".adapters." in name:
+                    p.normal_(0, 0.1)
+    model.eval()
+    ids, mask = source()
+    targets = torch.randint(4, 99, (3, 6), generator=torch.Generator().manual_seed(4))
+    n = len(model.decoder.layers)
+    with torch.no_grad():
+        enc = model.encode(ids, mask)
+        fast, plain = KVCache(n), KVCache(n)
+        emask = padding_mask(mask, model.dtype)
+        for t in range(targets.shape[1]):
+            tok = targets[:, t:t + 1]
+            a = model.decode_step(tok, enc, mask, None, fast)  # T == 1 with a cache: Decoder.step
+            h = model.decoder(tok, enc, None, False, emask, plain)  # Decoder.forward, layer by layer
+            b = model.lm_head(h, model.decoder.embeddings.word_emb.weight)
+            assert torch.equal(a, b), f"step {t}: max diff {(a - b).abs().max():.3g}"
+    assert fast.layers[0].weights is not None and plain.layers[0].weights is None  # the fast path did run
 
 
 # -- the static cache -------------------------------------------------------------------------------------------
