@@ -88,8 +88,8 @@ class Layer(nn.Module):
         h = F.linear(a.attend(q, k, v), *w.out)
         x = F.layer_norm(x + h, *w.attn_ln) if "attn" not in ad else ad["attn"](h, x, self.attn_ln)
 
-        if cache.cross is None:
-            cache.cross = c.project_kv(enc)  # (B, nh, S, hs), once per source
+        if cache.cross is None:  # once per source; contiguous, so that each step reads them in order
+            cache.cross = tuple(t.contiguous() for t in c.project_kv(enc))  # 2 x (B, nh, S, hs)
         q = c.split_heads(F.linear(x, *w.cross_query))
         h = F.linear(c.attend(q, *cache.cross, enc_mask), *w.cross_out)
         x = F.layer_norm(x + h, *w.cross_ln) if "cross" not in ad else ad["cross"](h, x, self.cross_ln)
