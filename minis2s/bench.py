@@ -321,7 +321,7 @@ def bench_task(task, ours, theirs, x, opts: Options) -> dict:
     return res
 
 
-def floor_report(name: str, model, pair_b1: dict | None, opts: Options) -> dict:
+def floor_report(model, pair_b1: tuple | None, opts: Options) -> dict:
     """Where batch-1 greedy decoding stands against the bytes it must read per token."""
     parts = decode_floor_bytes(model, SRC_LEN, NEW_TOKENS)
     V, C = model.decoder.embeddings.word_emb.weight.shape
@@ -353,15 +353,15 @@ def run(opts: Options) -> dict:
 
     warnings.filterwarnings("ignore")
     result = {"device": opts.device, "torch": torch.__version__, "transformers": transformers.__version__,
-              "threads": torch.get_num_threads(), "dtype": "float32", "repeats": opts.repeats,
-              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-              "load_before": load(), "models": {}}
+              "threads": torch.get_num_threads(), "dtype": "float32",
+              "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "models": {}}
     if opts.device == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
     for name in opts.models:
         model = build_minis2s(name).to(opts.device)
         x = make_inputs(model.config.encoder.vocab_size, opts.device)
-        entry = {"parameters": model.num_parameters(), "kernels": {}}
+        entry = {"parameters": model.num_parameters(), "repeats": opts.repeats, "load_before": load(),
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kernels": {}}
         for kernel in opts.kernels:
             model.set_attn_implementation(kernel)
             hf = transformers_twin(model, kernel)
@@ -373,15 +373,15 @@ def run(opts: Options) -> dict:
                 say(opts, f"[{name} {kernel}] {task}: minis2s {r['minis2s']['median_s']:.4f}s  transformers "
                           f"{r['transformers']['median_s']:.4f}s  ratio {r['ratio']:.2f}x")
             if opts.floor and "greedy-b1" in tasks and kernel == opts.kernels[-1]:
-                entry["floor"] = floor_report(name, model, (model, hf, x, tasks["greedy-b1"]), opts)
+                entry["floor"] = floor_report(model, (model, hf, x, tasks["greedy-b1"]), opts)
                 entry["floor"]["kernel"] = kernel
             entry["kernels"][kernel] = tasks
             del hf
             gc.collect()
+        entry["load_after"] = load()
         result["models"][name] = entry
         del model
         gc.collect()
-    result["load_after"] = load()
     return result
 
 
@@ -397,14 +397,18 @@ def target_for(model: str, task: str) -> float:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Device: {result['device']}" + (f" ({result['gpu']})" if "gpu" in result else
-                                              f", {result['threads']} threads, {result['cpu_count']} cores")
-             + f"; torch {result['torch']}, transformers {result['transformers']}, fp32; median of "
-             f"{result['repeats']} alternating runs per side; load average before/after: "
-             f"{fmt_load(result['load_before'])} / {fmt_load(result['load_after'])}.", "",
-             "| model | attn | task | minis2s s (IQR) | transformers s (IQR) | minis2s tok/s | transformers tok/s "
-             "| ratio | target | peak mem minis2s / transformers |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    where = f" ({result['gpu']})" if "gpu" in result else f", {result['threads']} threads, {result['cpu_count']} cores"
+    lines = [f"Device: {result['device']}{where}; torch {result['torch']}, transformers {result['transformers']}, "
+             "fp32. Each time is the median of alternating runs (A B, B A, ...); IQR in brackets; ratio = "
+             "transformers' median time / minis2s's (> 1: minis2s faster). Peak memory: tensors allocated by a call "
+             "beyond those alive before it.", ""]
+    for name, entry in result["models"].items():
+        lines.append(f"- {name} ({entry['parameters'] / 1e6:.1f}M parameters): {entry['repeats']} runs per side, "
+                     f"started {entry.get('started', '?')}, load average (1/5/15 min) before "
+                     f"{fmt_load(entry.get('load_before'))}, after {fmt_load(entry.get('load_after'))}")
+    lines += ["", "| model | attn | task | minis2s s (IQR) | transformers s (IQR) | minis2s tok/s | transformers tok/s "
+                  "| ratio | target | peak mem minis2s / transformers |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     misses = []
     for name, entry in result["models"].items():
         for kernel, tasks in entry["kernels"].items():
@@ -434,17 +438,19 @@ def markdown(result: dict) -> str:
             continue
         b = f["bytes"]
         lines.append(
-            f"Floor, {name} greedy batch 1 ({f['kernel']}): {f['bytes_per_token'] / 1e6:.1f} MB read per token "
+            f"Floor, {name}, greedy batch 1 ({f['kernel']}): {f['bytes_per_token'] / 1e6:.1f} MB read per token "
             f"(decoder layers {b['decoder_layers'] / 1e6:.1f}, LM head {b['lm_head'] / 1e6:.1f}, embedding rows "
-            f"{b['embedding_rows'] / 1e3:.1f} KB, cross K/V {b['cross_kv_cache'] / 1e6:.1f}, self K/V "
-            f"{b['self_kv_cache_mean'] / 1e6:.2f}); matvec bandwidth {f['bandwidth_working_set_GBps']:.1f} GB/s "
-            f"over that much data ({f['bandwidth_lm_head_GBps']:.1f} GB/s over the LM head alone) -> floor "
-            f"{f['floor_ms_per_token']:.2f} ms/token.")
+            f"{b['embedding_rows'] / 1e3:.1f} KB; cached K/V: cross {b['cross_kv_cache'] / 1e6:.1f}, self "
+            f"{b['self_kv_cache_mean'] / 1e6:.2f}). Matrix-vector bandwidth: {f['bandwidth_working_set_GBps']:.1f} "
+            f"GB/s over a matrix of that size, {f['bandwidth_lm_head_GBps']:.1f} GB/s over the LM head alone. "
+            f"Floor: {f['floor_ms_per_token']:.2f} ms/token ({f['floor_ms_per_token_lm_head_bw']:.2f} at the LM-head "
+            "bandwidth).")
         if "minis2s_ms_per_token" in f:
             lines.append(
-                f"  minis2s {f['minis2s_ms_per_token']:.2f} ms/token ({f['minis2s_over_floor']:.2f}× the floor), "
-                f"transformers {f['transformers_ms_per_token']:.2f} ms/token ({f['transformers_over_floor']:.2f}×); "
-                f"at the floor minis2s would be {f['best_possible_ratio']:.2f}× transformers.")
+                f"  Decoding (a generate call minus its encoder pass, per token): minis2s "
+                f"{f['minis2s_ms_per_token']:.2f} ms ({f['minis2s_over_floor']:.2f}× the floor), transformers "
+                f"{f['transformers_ms_per_token']:.2f} ms ({f['transformers_over_floor']:.2f}×): at the floor, "
+                f"minis2s would be {f['best_possible_ratio']:.2f}× transformers.")
     if misses:
         lines += ["", "Targets missed:"] + [f"- {m}" for m in misses]
     return "\n".join(lines) + "\n"
@@ -463,7 +469,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per side (default 10; 3 with --quick)")
     p.add_argument("--threads", type=int, default=2, help="torch threads on CPU (0: leave torch's default)")
     p.add_argument("--quick", action="store_true", help="3 repeats, no memory or floor measurement (a smoke run)")
-    p.add_argument("--out", default=None, help="directory for results-<device>.json and .md (default: print only)")
+    p.add_argument("--out", default=None, help="directory for results-<device>.json and .md (default: print only); "
+                   "models already in that JSON and not measured now are kept")
     a = p.parse_args(argv)
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here")
@@ -475,6 +482,12 @@ def main(argv=None) -> dict:
         if t not in TASKS:
             p.error(f"unknown task {t!r}: expected a subset of {TASKS}")
     result = run(opts)
+    if a.out:  # models measured in an earlier run (same device) are kept, unless measured again now
+        previous = Path(a.out) / f"results-{a.device}.json"
+        if previous.is_file():
+            old = json.loads(previous.read_text())
+            result["models"] = {**{k: v for k, v in old.get("models", {}).items() if k not in result["models"]},
+                                **result["models"]}
     md = markdown(result)
     print("\n" + md)
     if a.out:
