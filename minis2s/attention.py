@@ -44,21 +44,13 @@ class Attention(nn.Module):
         """Keys and values of `source` (B, S, C): the same input in self-attention, the encoder output in cross."""
         return self.split_heads(self.key(source)), self.split_heads(self.value(source))  # 2 x (B, nh, S, hs)
 
-    def project_qkv(self, x: torch.Tensor, stacked=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Self-attention's queries, keys and values of x (B, T, C): 3 x (B, nh, T, hs).
-
-        With `stacked` (from `stack_qkv`), the three projections are ONE product with [W_q; W_k; W_v] (3C, C):
-        the same numbers, and for a generation step, where each product is a small matrix-vector product that
-        costs about as much in call and thread start-up as in arithmetic, measurably faster.
-        """
-        if stacked is None:
-            return self.split_heads(self.query(x)), *self.project_kv(x)
-        B, T, C = x.shape
-        qkv = F.linear(x, *stacked)  # (B, T, 3C)
-        return qkv.view(B, T, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, T, hs)
-
     def stack_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """([W_q; W_k; W_v], [b_q; b_k; b_v]): (3C, C) and (3C,), a copy (the checkpoint keeps the three names)."""
+        """([W_q; W_k; W_v], [b_q; b_k; b_v]): (3C, C) and (3C,), a copy (the checkpoint keeps the three names).
+
+        One product with these gives queries, keys and values side by side: the same numbers as the three separate
+        products, and for a generation step (Layer.step), where each product is a small matrix-vector product
+        that costs about as much in call and thread start-up as in arithmetic, measurably faster.
+        """
         with torch.no_grad():
             return (torch.cat([self.query.weight, self.key.weight, self.value.weight]),
                     torch.cat([self.query.bias, self.key.bias, self.value.bias]))

@@ -72,26 +72,28 @@ class Layer(nn.Module):
         return x
 
     def step(self, x, cache: LayerKV, enc, enc_mask=None):
-        """`forward` for a decoder layer in eval mode, one new position per row (x: (B, 1, C)), with a cache.
+        """`forward` for a decoder layer in eval mode, one new position per row, with a cache. x: (N, C), 2-D.
 
         The same numbers (tests/test_fastpath.py); only Python is cut. At one token per step a layer is a few
         tiny matrix-vector products, and the module calls around them (dropout that is the identity in eval, each
-        Linear and LayerNorm through nn.Module.__call__) cost about as much as the arithmetic. So the tensors a
-        step reads are gathered once per generation (`step_weights`, kept in the cache, which like its K/V
-        belongs to one state of the weights) and used directly; sub-module hooks do not fire here.
+        Linear and LayerNorm through nn.Module.__call__, the (N, 1, C) <-> (N, C) views) cost about as much as the
+        arithmetic. So the rows stay 2-D, and the tensors a step reads are gathered once per generation
+        (`step_weights`, kept in the cache, which like its K/V belongs to one state of the weights) and used
+        directly; sub-module hooks do not fire here.
         """
         if cache.weights is None:
             cache.weights = self.step_weights()
         w, a, c, ad = cache.weights, self.attn, self.cross_attn, self.adapters
-        q, k, v = a.project_qkv(x, w.qkv)  # (B, nh, 1, hs) each: one product over the stacked weights
-        k, v = cache.extend(k, v)  # (B, nh, past + 1, hs)
-        h = F.linear(a.attend(q, k, v), *w.out)
+        N, nh, hs = x.shape[0], a.n_head, a.head_size
+        q, k, v = F.linear(x, *w.qkv).view(N, 3, nh, 1, hs).unbind(1)  # (N, nh, 1, hs) each: one stacked product
+        k, v = cache.extend(k, v)  # (N, nh, past + 1, hs)
+        h = F.linear(a.attend(q, k, v).view(N, -1), *w.out)  # heads side by side, then W_o: (N, C)
         x = F.layer_norm(x + h, *w.attn_ln) if "attn" not in ad else ad["attn"](h, x, self.attn_ln)
 
         if cache.cross is None:  # once per source; contiguous, so that each step reads them in order
-            cache.cross = tuple(t.contiguous() for t in c.project_kv(enc))  # 2 x (B, nh, S, hs)
-        q = c.split_heads(F.linear(x, *w.cross_query))
-        h = F.linear(c.attend(q, *cache.cross, enc_mask), *w.cross_out)
+            cache.cross = tuple(t.contiguous() for t in c.project_kv(enc))  # 2 x (N, nh, S, hs)
+        q = F.linear(x, *w.cross_query).view(N, nh, 1, hs)
+        h = F.linear(c.attend(q, *cache.cross, enc_mask).view(N, -1), *w.cross_out)
         x = F.layer_norm(x + h, *w.cross_ln) if "cross" not in ad else ad["cross"](h, x, self.cross_ln)
 
         h = F.linear(w.act(F.linear(x, *w.up)), *w.down)
@@ -143,8 +145,8 @@ class Decoder(nn.Module):
         return x
 
     def step(self, input_ids, enc, enc_mask, cache):
-        """`forward` for one new token per row (B, 1) in eval mode, through each layer's fast `step`."""
-        x = self.embeddings(input_ids, past_len=cache.past)  # (B, 1, C)
+        """`forward` for one new token per row (N, 1) in eval mode, through each layer's fast `step`: (N, C)."""
+        x = self.embeddings(input_ids, past_len=cache.past)[:, 0]  # (N, C)
         for layer, layer_cache in zip(self.layers, cache.layers):
             x = layer.step(x, layer_cache, enc, enc_mask)
         return x

@@ -161,8 +161,8 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
             # The generation step proper: one token per row, nothing to mask among the targets (see Layer.step).
             if cache.source_mask is None:
                 cache.source_mask = padding_mask(attention_mask, self.dtype)  # (B, 1, 1, S), once per source
-            h = self.decoder.step(decoder_input_ids, encoder_hidden, cache.source_mask, cache)
-            return self.lm_head(h, self.decoder.embeddings.word_emb.weight)  # (B, 1, V)
+            h = self.decoder.step(decoder_input_ids, encoder_hidden, cache.source_mask, cache)  # (B, C)
+            return self.lm_head(h, self.decoder.embeddings.word_emb.weight)[:, None]  # (B, 1, V)
         keys = cache.capacity if cache is not None and cache.static else None  # a static cache: its whole buffer
         self_mask, is_causal = causal_mask(decoder_attention_mask, T, past, self.dtype, decoder_input_ids.device,
                                            self.config.decoder.attn_implementation, keys)  # (B|1, 1, T, keys)

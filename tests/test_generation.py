@@ -252,6 +252,27 @@ def test_same_ids_on_every_device(device):
         assert torch.equal(there.cpu(), cpu), f"{device} {settings}:\n{there}\ncpu:\n{cpu}"
 
 
+def test_greedy_ties_go_to_the_lowest_id():
+    """Two vocabulary rows made identical give exactly equal logits: greedy must pick the lower id (argmax's rule),
+    and transformers must agree."""
+    model, hf = copy.deepcopy(lively_pair("eager")[0]), None
+    batch = sources()
+    first = generate(model, **batch, max_new_tokens=1)[:, 1]  # each row's first greedy token
+    low = int(first.min()) - 1 if int(first.min()) > 4 else int(first.max()) + 1
+    assert low not in first.tolist()
+    with torch.no_grad():  # make `low` an exact twin of the token row 0 picks, so row 0 now faces a tie
+        emb, bias = model.decoder.embeddings.word_emb.weight, model.lm_head.bias
+        emb[low] = emb[int(first[0])]
+        bias[low] = bias[int(first[0])]
+    hf = hf_twin(model, "eager")
+    scores = ours(model, batch, max_new_tokens=1).scores[0]
+    assert scores[0, low] == scores[0, first[0]], "the twin rows should tie"
+    expected = min(low, int(first[0]))
+    ids = generate(model, **batch, max_new_tokens=1)
+    assert int(ids[0, 1]) == expected
+    assert torch.equal(ids, theirs(hf, batch, max_new_tokens=1).sequences)
+
+
 # -- sampling --------------------------------------------------------------------------------------------------
 
 
