@@ -514,14 +514,13 @@ def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
     `runs` maps a label to a run directory, a log.jsonl path or a list of log records. matplotlib is imported
     here, lazily: it is a test extra, and without it the plot is skipped with a note.
     """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a bare Figure, not pyplot: no GUI backend, and a notebook's inline backend is left as it is
+        from matplotlib.figure import Figure
     except ImportError:
         print("note: matplotlib is not installed (pip install 'minis2s[test]'); no plot written", file=sys.stderr)
         return None
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for i, (label, run) in enumerate(runs.items()):
         if isinstance(run, (str, Path)):
             run = read_log(Path(run) / LOG_FILE if Path(run).is_dir() else run)
@@ -554,7 +553,6 @@ def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
     out_png = Path(out_png)
     tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, out_png)
     return out_png
 
