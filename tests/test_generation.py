@@ -255,7 +255,7 @@ def test_same_ids_on_every_device(device):
 def test_greedy_ties_go_to_the_lowest_id():
     """Two vocabulary rows made identical give exactly equal logits: greedy must pick the lower id (argmax's rule),
     and transformers must agree."""
-    model, hf = copy.deepcopy(lively_pair("eager")[0]), None
+    model = copy.deepcopy(lively_pair("eager")[0])  # a copy: the shared pair stays as it is
     batch = sources()
     first = generate(model, **batch, max_new_tokens=1)[:, 1]  # each row's first greedy token
     low = int(first.min()) - 1 if int(first.min()) > 4 else int(first.max()) + 1
