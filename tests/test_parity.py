@@ -1,4 +1,4 @@
-"""Numerical parity of minis2s's EncoderDecoderModel with transformers' EncoderDecoderModel (4.57.6).
+"""Numerical parity of minis2s's EncoderDecoderModel with transformers' EncoderDecoderModel.
 
 Same weights, same batch (padded sources, padded targets, -100 labels): every module's output (via
 `minis2s.compare`), the encoder output, the logits, the loss, and the gradient of every parameter. Models:
@@ -7,27 +7,27 @@ Same weights, same batch (padded sources, padded targets, -100 labels): every mo
   (c) the real all-MiniLM-L6-v2 checkpoint, warm-started into a bert2bert by transformers itself.
 Each against a reference built with the same attention kernel ("eager" and "sdpa"); CUDA cases skip on CPU.
 
-Tolerance: 1e-5 max abs everywhere, for both kernels, on CPU and CUDA (with TF32 off): minis2s runs the same
-floating-point operations in the same order as transformers, so anything above float noise is a bug. Measured
-(tests/parity_report.py): 0.0 on bert-base and MiniLM; up to 5e-7 on some tiny shapes, where transformers' decoder
-copies keys/values into its cache (a contiguous tensor) and the BLAS call sees another memory layout. Gradients: 1e-5 relative to the largest gradient entry of that tensor, because a gradient is a sum
-over the batch whose order differs where minis2s broadcasts (e.g. the token-type embedding) and transformers
-gathers; the forward pass has no such sums.
+Tolerance, the same on every CPU (tests/numerics.py has the reasoning): the reference also runs in float64, and
+minis2s's float32 error against that ground truth must be at most 4x transformers' own float32 error plus 8 units in
+the last place of the output's magnitude -- for every module output, the logits, the loss and every gradient. So the
+test proves "as accurate as transformers", which is true on any machine, instead of "within 1e-5 of transformers on
+the CPU where the number was measured". `python tests/parity_report.py` prints both errors for every case.
 
 Run: python -m pytest tests/test_parity.py -q          (the bert-base cases are marked slow: -m "not slow" skips)
 """
+
 
 import pytest
 import torch
 
 from conftest import (DEVICES, assert_close, hf_twin, minis2s_twin, random_batch, require, tiny_config,
                       warm_started_minilm)
+from numerics import FACTOR, ULPS, assert_accurate, float64_twin, gradient_scale
 from minis2s.checkpoint import to_hf_name
 from minis2s.compare import compare_layers
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from minis2s.model import EncoderDecoderModel
 
-ATOL = 1e-5
 KERNELS = ["eager", "sdpa"]
 
 TINY = {
@@ -43,7 +43,7 @@ _pairs = {}
 
 
 def model_pair(case: str, kernel: str, device: str = "cpu"):
-    """(minis2s model, transformers model) with identical weights, cached for the session."""
+    """(minis2s model, transformers model, the transformers model in float64) with identical weights, cached."""
     key = (case, kernel, device)
     if key not in _pairs:
         torch.manual_seed(0)
@@ -60,7 +60,8 @@ def model_pair(case: str, kernel: str, device: str = "cpu"):
             perturb_norms(ours)
             hf = hf_twin(ours, kernel)
         _pairs.clear() if case == "bert-base" else None  # keep at most one big pair in memory
-        _pairs[key] = (ours.to(device), hf.to(device))
+        truth = float64_twin(hf)  # the ground truth: see tests/numerics.py
+        _pairs[key] = (ours.to(device), hf.to(device), truth.to(device))
     return _pairs[key]
 
 
@@ -91,64 +92,70 @@ def no_tf32():
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("case", CASES)
 def test_forward_parity(case, kernel, device):
-    ours, hf = model_pair(case, kernel, device)
+    ours, hf, truth = model_pair(case, kernel, device)
     batch = batch_for(ours, device)
-    # Every module pair, in execution order: embeddings, each Linear, each LayerNorm, each layer, the LM head.
-    report = compare_layers(ours, hf, batch, atol=ATOL)
+    # Every module pair, in execution order: embeddings, each Linear, each LayerNorm, each layer, the LM head; each
+    # judged by its error against the float64 run (tests/numerics.py).
+    report = compare_layers(ours, hf, batch, ground_truth=truth, factor=FACTOR, ulps=ULPS)
     assert report.first is None, str(report)
     assert len(report.compared) > 10 * ours.config.encoder.num_hidden_layers
     with torch.no_grad():
-        a, b = ours(**batch), hf(**batch)
-    assert_close(a.encoder_last_hidden_state, b.encoder_last_hidden_state, ATOL, "encoder output")
-    assert_close(a.logits, b.logits, ATOL, "logits")
-    assert_close(a.loss, b.loss, ATOL, "loss")
+        a, b, t = ours(**batch), hf(**batch), truth(**batch)
+    assert_accurate(a.encoder_last_hidden_state, b.encoder_last_hidden_state, t.encoder_last_hidden_state,
+                    "encoder output")
+    assert_accurate(a.logits, b.logits, t.logits, "logits")
+    assert_accurate(a.loss, b.loss, t.loss, "loss")
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("case", CASES)
 def test_gradient_parity(case, kernel, device):
-    ours, hf = model_pair(case, kernel, device)
+    ours, hf, truth = model_pair(case, kernel, device)
     batch = batch_for(ours, device, B=2, S=9, T=5)
-    for m in (ours, hf):
+    for m in (ours, hf, truth):
         m.zero_grad(set_to_none=True)
         m(**batch).loss.backward()
-    hf_params = dict(hf.named_parameters())
+    hf_params, truth_params = dict(hf.named_parameters()), dict(truth.named_parameters())
+    scale = gradient_scale(truth)
     checked = 0
     for name, p in ours.named_parameters():
-        ref = hf_params[to_hf_name(name)]
+        ref, exact = hf_params[to_hf_name(name)], truth_params[to_hf_name(name)]
         if ref.grad is None:  # the pooler is not in the loss graph of either model
             assert p.grad is None, f"{name} has a gradient but its transformers twin does not"
             continue
-        scale = max(1.0, ref.grad.abs().max().item())
-        assert_close(p.grad, ref.grad, ATOL * scale, f"grad of {name}")
+        # Each gradient is a sum over the batch, in another order where minis2s broadcasts (the token-type
+        # embedding) and transformers gathers: the float64 rule covers it like any other rounding.
+        assert_accurate(p.grad, ref.grad, exact.grad, f"grad of {name}", scale)
         checked += 1
     assert checked >= len(list(ours.parameters())) - 2  # all but the pooler's weight and bias
-    for m in (ours, hf):
+    for m in (ours, hf, truth):
         m.zero_grad(set_to_none=True)
 
 
 @pytest.mark.parametrize("case", ["h24-nh3-gelu", "minilm"])
 def test_eager_and_sdpa_agree(case):
-    """The fused kernel is a fast path of the same model: it must match the explicit softmax to float noise.
+    """The fused kernel is a fast path of the same model: it must be as accurate as the explicit softmax.
 
-    The two kernels sum in different orders (SDPA folds the 1/sqrt(hs) scale into q and uses a blocked softmax);
-    measured differences are ~1e-6 on hidden states and below 1e-4 on logits of size ~10, hence 1e-4.
+    The two kernels sum in different orders (SDPA folds the 1/sqrt(hs) scale into q and uses a blocked softmax), so
+    they are compared by their errors against the float64 reference (tests/numerics.py), the eager path in the role
+    of the reference.
     """
-    ours, _ = model_pair(case, "eager")
+    ours, _, truth = model_pair(case, "eager")
     batch = batch_for(ours, "cpu")
     with torch.no_grad():
-        eager = ours(**batch)
+        eager, exact = ours(**batch), truth(**batch)
         fast = ours.set_attn_implementation("sdpa")(**batch)
         ours.set_attn_implementation("eager")
-    assert_close(fast.encoder_last_hidden_state, eager.encoder_last_hidden_state, 1e-5, "encoder output")
-    assert_close(fast.logits, eager.logits, 1e-4, "logits")
+    assert_accurate(fast.encoder_last_hidden_state, eager.encoder_last_hidden_state,
+                    exact.encoder_last_hidden_state, "encoder output")
+    assert_accurate(fast.logits, eager.logits, exact.logits, "logits")
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_causality(kernel):
     """Changing target token t changes no logits before t: the decoder cannot peek at the future."""
-    ours, _ = model_pair("h24-nh3-gelu", kernel)
+    ours, _, _ = model_pair("h24-nh3-gelu", kernel)
     batch = batch_for(ours, "cpu", B=2, T=7)
     dec = torch.randint(4, 99, (2, 7), generator=torch.Generator().manual_seed(3))
     changed = dec.clone()
@@ -162,8 +169,13 @@ def test_causality(kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_padding_invariance(kernel):
-    """A padded batch gives, at every real position, what each example gives alone."""
-    ours, _ = model_pair("h24-nh3-gelu", kernel)
+    """A padded batch gives, at every real position, what each example gives alone.
+
+    Another batch shape is another matrix shape for the BLAS, so the two float32 results may round differently:
+    the batched one must be as accurate (tests/numerics.py) as the one computed alone, against float64.
+    """
+    ours, _, _ = model_pair("h24-nh3-gelu", kernel)
+    exact_model = float64_twin(ours)
     g = torch.Generator().manual_seed(5)
     src = [torch.randint(4, 99, (n,), generator=g) for n in (9, 4, 6)]
     tgt = [torch.randint(4, 99, (n,), generator=g) for n in (3, 6, 5)]
@@ -174,12 +186,13 @@ def test_padding_invariance(kernel):
         batched = ours(ids, mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask).logits
         for i, (s, t) in enumerate(zip(src, tgt)):
             alone = ours(s[None], decoder_input_ids=t[None]).logits[0]
-            assert_close(batched[i, : len(t)], alone, ATOL, f"example {i}")
+            exact = exact_model(s[None], decoder_input_ids=t[None]).logits[0]
+            assert_accurate(batched[i, : len(t)], alone, exact, f"example {i}")
 
 
 @pytest.mark.parametrize("tie", [False, True])
 def test_save_load_round_trip(tmp_path, tie):
-    ours, _ = model_pair("h24-nh4-shared" if tie else "h24-nh3-gelu", "eager")
+    ours, _, _ = model_pair("h24-nh4-shared" if tie else "h24-nh3-gelu", "eager")
     ours.save_pretrained(tmp_path / "ckpt")
     back = EncoderDecoderModel.from_pretrained(tmp_path / "ckpt", attn_implementation="eager")
     assert back.config.to_dict() == ours.config.to_dict()
@@ -224,7 +237,7 @@ def test_shift_tokens_right_matches_transformers():
 
 def test_compare_layers_names_a_planted_bug():
     """The debugger must point at the one module we broke, not at everything downstream of it."""
-    ours, hf = model_pair("h24-nh3-gelu", "eager")
+    ours, hf, _ = model_pair("h24-nh3-gelu", "eager")
     batch = batch_for(ours, "cpu")
     assert compare_layers(ours, hf, batch).first is None
     broken = EncoderDecoderModel(ours.config)
