@@ -77,3 +77,11 @@ def float64_twin(model):
 def gradient_scale(model) -> float:
     """The largest gradient entry of `model` (the float64 twin): the scale of gradient floors."""
     return max((p.grad.abs().max().item() for p in model.parameters() if p.grad is not None), default=0.0)
+
+
+def ulps(reference: torch.Tensor, n: float = 64) -> float:
+    """An absolute tolerance of `n` float32 units in the last place of the largest |reference| entry: for minis2s
+    compared with itself along another path (a KV cache, another batch shape), where no float64 run is needed --
+    the two paths do the same sums with other matrix shapes, and differ by a few ulps (measured 3 on the tiny
+    models of test_fastpath), so 64 leaves 20x for other CPUs, while a wrong cache entry shifts logits by 1e-2."""
+    return n * torch.finfo(torch.float32).eps * reference.detach().abs().max().item()
