@@ -249,3 +249,27 @@ def test_compare_layers_names_a_planted_bug():
     assert report.first is not None and report.first.name == "decoder.layers.1.cross_attn.value", str(report)
     assert report.first.reference == "decoder.bert.encoder.layer.1.crossattention.self.value"
     assert "first divergence: decoder.layers.1.cross_attn.value" in str(report)
+
+
+@pytest.mark.parametrize("bug", ["layernorm_eps_1e-5", "gelu_tanh", "bias_plus_1e-4"])
+def test_float64_rule_catches_subtle_bugs(bug):
+    """The tolerance of tests/numerics.py can fail: bugs far below the old fixed 1e-5 are named, module by module."""
+    ours, hf, truth = model_pair("h24-nh3-gelu", "eager")
+    batch = batch_for(ours, "cpu")
+    broken = EncoderDecoderModel(ours.config)
+    broken.load_state_dict(ours.state_dict())
+    broken.eval()
+    layer = broken.decoder.layers[1]
+    if bug == "layernorm_eps_1e-5":  # BERT's is 1e-12; PyTorch's default 1e-5 is a classic slip
+        layer.ffn_ln.eps = 1e-5
+        expected = "decoder.layers.1.ffn_ln"
+    elif bug == "gelu_tanh":  # "gelu" is the exact erf form; the tanh approximation differs by up to ~5e-4
+        layer.ffn.act = lambda x: torch.nn.functional.gelu(x, approximate="tanh")
+        expected = "decoder.layers.1.ffn.down"
+    else:
+        with torch.no_grad():
+            layer.ffn.down.bias[0] += 1e-4
+        expected = "decoder.layers.1.ffn.down"
+    report = compare_layers(broken, hf, batch, ground_truth=truth, factor=FACTOR, ulps=ULPS)
+    assert report.first is not None and report.first.name == expected, str(report)
+    assert compare_layers(ours, hf, batch, ground_truth=truth, factor=FACTOR, ulps=ULPS).first is None
