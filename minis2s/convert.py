@@ -715,7 +715,18 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
             why[key] = copy
         else:  # a whole model is converted: a tied copy that differs would change it, so it is an error
             entries.append(_Entry(0, key, name, copy=copy, strict=True))
-    report = _fill(model, [reader], entries, [why])
+    try:
+        report = _fill(model, [reader], entries, [why])
+    except ValueError as e:
+        # Both stacks' copies of a BERTShare tensor, and they differ: what transformers 5 makes of a BERTShare it
+        # fine-tunes (it keeps the key in config.json but has no tie_encoder_decoder, so the copies drift apart).
+        copies_differ = re.search(r"cannot convert: (encoder|decoder\.bert)\.\S+ should repeat", str(e))
+        if config.tie_encoder_decoder and copies_differ:
+            raise ValueError(f"{e}. {src_dir / 'config.json'} sets tie_encoder_decoder, but the file's encoder and "
+                             "decoder copies of a shared tensor differ, as when transformers 5 (which keeps the key "
+                             "but no longer ties the two stacks) fine-tuned it: set tie_encoder_decoder to false in "
+                             "config.json to convert it as the BERT2BERT it now is") from None
+        raise
     report.notes[:0] = notes
     model.eval()
     return (model, report) if output_loading_info else model
@@ -743,6 +754,9 @@ def hf_config_dict(config: EncoderDecoderConfig, dtype: torch.dtype = torch.floa
     d = config.to_dict()
     for part in ("encoder", "decoder"):
         d[part].pop("attn_implementation", None)  # a load-time choice in transformers, not a config field
+    # minis2s's LM head always projects with the decoder's word embeddings. transformers ties them by default;
+    # written out, so that no version's default can untie them (from_hf refuses a file that says false).
+    d["decoder"]["tie_word_embeddings"] = True
     d["dtype"] = str(dtype).removeprefix("torch.")
     return d
 
@@ -751,9 +765,12 @@ def to_hf(model: EncoderDecoderModel, out_dir, tokenizer_dir=None, force: bool =
     """Write `model` as transformers' `EncoderDecoderModel.save_pretrained` would: config.json, generation_config.json,
     model.safetensors with transformers' key names, and the tokenizer files found in `tokenizer_dir`.
 
-    Like transformers, the tied LM projection (`decoder.cls.predictions.decoder.*`) is not written, and a shared
-    (BERTShare) tensor is written once, under the decoder's name (`decoder.bert.*`): the encoder's name is the one
-    transformers' `tie_encoder_decoder` re-ties on load, so it reports no missing or unexpected key.
+    Like transformers, the tied LM projection (`decoder.cls.predictions.decoder.*`) is not written. A shared
+    (BERTShare) tensor is written under both its names, the encoder's (`encoder.*`) and the decoder's
+    (`decoder.bert.*`), and config.json keeps `tie_encoder_decoder`, so that both major versions load the directory
+    with no missing or unexpected key and the same outputs: transformers 4.x expects both names and ties them again
+    on load (one tensor); 5.x has no tie_encoder_decoder and loads an untied model, which needs the encoder's copy
+    (written once, under the decoder's name only, 5.x would leave the encoder randomly initialised).
     """
     report = ConversionReport()
     tensors, names = {}, defaultdict(list)
@@ -770,16 +787,20 @@ def to_hf(model: EncoderDecoderModel, out_dir, tokenizer_dir=None, force: bool =
     if unmapped:
         raise ValueError(f"{len(unmapped)} tensor(s) have no transformers counterpart: {', '.join(unmapped[:10])}")
     sr = SourceReport("minis2s model", [str(Path(out_dir) / "model.safetensors")])
+    shared = 0
     for pid, ns in names.items():
         if len(ns) > 1 and not model.config.tie_encoder_decoder:
             raise ValueError(f"{' and '.join(ns)} share one tensor but config.tie_encoder_decoder is False")
-        keep = next((n for n in ns if n.startswith("decoder.")), ns[0])  # transformers keeps the decoder's copy
-        tensors[to_hf_name(keep)] = params[pid]
-        sr.used[keep] = [to_hf_name(keep)]
-        for n in ns:
-            if n != keep:
-                sr.ignored[n] = f"tied: written once, as {to_hf_name(keep)}"
+        for i, n in enumerate(ns):  # BERTShare: one entry per name (see the docstring)
+            # safetensors refuses two entries on one storage: the second name gets a copy, made only here
+            tensors[to_hf_name(n)] = params[pid] if i == 0 else params[pid].detach().clone()
+            sr.used[n] = [to_hf_name(n)]
+        shared += len(ns) > 1
     report.sources.append(sr)
+    if shared:
+        report.notes.append(f"BERTShare: the {shared} shared tensors are written under both the encoder's and the "
+                            "decoder's names (transformers 4.x ties them again on load; 5.x, which has no "
+                            "tie_encoder_decoder, loads them as two equal copies)")
     report.notes.append("decoder.cls.predictions.decoder.{weight,bias} are not written: transformers ties them to "
                         "decoder.bert.embeddings.word_embeddings.weight and decoder.cls.predictions.bias")
     cfg = model.config

@@ -18,7 +18,9 @@ token for token; `tests/test_generation.py` proves it. Notable details, each mar
   - scores are processed in transformers' order: no-repeat-n-gram, min-length, then (sampling) temperature ->
     top-k -> top-p; in beam search they are applied to log-probabilities, in greedy/sampling to raw logits;
   - beam search ranks 2 * num_beams candidates per step, so that num_beams survive even if all the best end;
-  - rows that finished are padded: greedy with `pad_token_id`, beam search with `pad_token_id or eos_token_id`.
+  - rows that finished are padded: greedy with `pad_token_id`, beam search with `pad_token_id or eos_token_id`;
+  - beam sampling lets the first K of the 2K candidates drawn per step finish, in the order drawn; transformers 5
+    sorts them by score first, which `beam_sample_order="score"` reproduces.
 
 With `use_cache=True` each step feeds only the newest token: the per-layer `KVCache` keeps the self-attention keys
 and values of all earlier positions and the cross-attention keys/values of the (fixed) encoder output. With
@@ -201,13 +203,14 @@ def greedy_search(state: DecoderState, seqs: torch.Tensor, max_length: int, rule
 def beam_search(state: DecoderState, batch_size: int, num_beams: int, start_id: int, max_length: int,
                 rules: ScoreRules, pad_token_id: int | None, length_penalty: float = 1.0,
                 early_stopping: bool | str = False, num_return_sequences: int = 1,
-                generator: torch.Generator | None = None, keep_scores: bool = False):
+                generator: torch.Generator | None = None, keep_scores: bool = False, beam_sample_order: str = "drawn"):
     """Beam search over B examples x K beams, as transformers 4.57.6 does it (fixed-shape, vectorised).
 
     Per step, for each example:
       1. every running beam k proposes all V tokens: score = running_score[k] + log p(token);
       2. the best 2K of those K*V candidates are kept (sampled instead of ranked with `rules.sample`), so that K
-         remain even if the K best all end;
+         remain even if the K best all end; sampled ones stay in the order drawn, or with
+         `beam_sample_order="score"` are sorted best first (transformers 5);
       3. the K best candidates that did not end continue as the running beams (the cache follows them);
       4. candidates that ended ([SEP] or max_length) *among the first K* become finished hypotheses scored
          sum_logprobs / generated_len ** length_penalty, and the K best finished ones are kept.
@@ -253,6 +256,9 @@ def beam_search(state: DecoderState, batch_size: int, num_beams: int, start_id: 
         if rules.sample:
             index = torch.multinomial(total.softmax(-1), n_cand, generator=generator)  # (B, 2K), without replacement
             cand_scores = total.gather(1, index)
+            if beam_sample_order == "score":  # the same sort transformers 5 applies, so ties fall the same way
+                cand_scores, order = cand_scores.sort(dim=-1, descending=True)
+                index = index.gather(1, order)
         else:
             cand_scores, index = total.topk(n_cand)  # (B, 2K), best first
         parent, token = index // V, index % V
@@ -310,7 +316,8 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
              do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50, top_p: float = 1.0,
              generator: torch.Generator | None = None, use_cache: bool = True, output_scores: bool = False,
              decoder_start_token_id: int | None = None, eos_token_id: int | None = None,
-             pad_token_id: int | None = None, compile: bool = False) -> torch.Tensor | GenerationOutput:
+             pad_token_id: int | None = None, compile: bool = False,
+             beam_sample_order: str = "drawn") -> torch.Tensor | GenerationOutput:
     """Generate target ids for a batch of sources, exactly as transformers' `EncoderDecoderModel.generate`.
 
     input_ids, attention_mask, token_type_ids: (B, S) source, as for `model.encode`. Without `attention_mask`, the
@@ -327,6 +334,9 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     compile: run the decode steps through `model.compile_decoder()` (torch.compile; CUDA graphs on a GPU) with a
         static cache: same tokens, faster steps once compiled. The first call per shape pays the compilation.
     decoder_start_token_id / eos_token_id / pad_token_id: default to the model config's ids.
+    beam_sample_order: in beam sampling (do_sample, num_beams > 1), the order of the 2K candidates drawn per step,
+        of which only the first K may finish: "drawn" (transformers 4.57.6) or "score", best first (transformers
+        5.x). The running beams, and so the draws, are the same under both; which hypotheses finish is not.
 
     Returns token ids (B * num_return_sequences, L') starting with decoder_start_token_id, rows of one source
     adjacent; with `output_scores=True`, a `GenerationOutput` that also holds the per-step scores and (beam search)
@@ -376,6 +386,9 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     if num_return_sequences > num_beams > 1:
         raise ValueError(f"num_return_sequences {num_return_sequences} > num_beams {num_beams}: beam search "
                          f"keeps only num_beams hypotheses")
+    if beam_sample_order not in ("drawn", "score"):
+        raise ValueError(f"beam_sample_order must be 'drawn' (transformers 4.57.6) or 'score' (transformers 5), "
+                         f"got {beam_sample_order!r}")
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     early_stopping = early_stopping if early_stopping == "never" else bool(early_stopping)
@@ -407,5 +420,6 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         seqs, scores = greedy_search(state, seqs, max_length, rules, pad, generator, output_scores)
         return GenerationOutput(seqs, scores) if output_scores else seqs
     seqs, seq_scores, scores = beam_search(state, B, num_beams, start, max_length, rules, pad, float(length_penalty),
-                                           early_stopping, num_return_sequences, generator, output_scores)
+                                           early_stopping, num_return_sequences, generator, output_scores,
+                                           beam_sample_order)
     return GenerationOutput(seqs, scores, seq_scores) if output_scores else seqs

@@ -3,11 +3,17 @@
 
 Run the suite with `python -m pytest -q` from the repository root. With CI=true a missing reference library or
 checkpoint fails the run instead of skipping.
+
+Two environments: the [test] extra (transformers 4.57.6 + adapters 1.3.0, the reference the README quotes) and the
+[test-latest] extra (the newest transformers 5.x, without adapters, which cannot be installed next to it). Where the
+two transformers versions behave differently, the helpers below (and the tests) branch on `TRANSFORMERS_VERSION`.
 """
 
 import importlib
+import importlib.metadata
 import importlib.resources
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -33,6 +39,44 @@ def require(module: str):
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+
+
+def installed_version(distribution: str) -> tuple[int, ...] | None:
+    """The installed version of a distribution as numbers, read from its metadata without importing it:
+    "4.57.6" -> (4, 57, 6), "5.0.0rc1" -> (5, 0, 0); None when it is not installed."""
+    try:
+        version = importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0].split("rc")[0])[:3])
+
+
+TRANSFORMERS_VERSION = installed_version("transformers")
+# transformers 5 is the [test-latest] environment. Its differences from 4.57.6 that the tests must know:
+#  - no `tie_encoder_decoder`: a BERTShare config loads as an untied model holding two copies of the shared tensors
+#    (4.57.6: EncoderDecoderModel.tie_weights ties them; 5.x: modeling_encoder_decoder.py has no such code, the key
+#    only survives as an unused config attribute);
+#  - adapters 1.3.0 cannot be installed (it requires transformers ~=4.57.6): see `require_adapters`.
+TRANSFORMERS_5 = TRANSFORMERS_VERSION is not None and TRANSFORMERS_VERSION >= (5,)
+TIES_ENCODER_DECODER = not TRANSFORMERS_5  # does transformers' EncoderDecoderModel honour tie_encoder_decoder?
+ADAPTERS_PIN = "adapters 1.3.0 requires transformers ~=4.57.6"
+
+
+def require_adapters():
+    """The adapters library, for the comparisons with it: skipped (even with CI=true) where it cannot be installed,
+    i.e. next to transformers >= 5; otherwise exactly `require("adapters")` (skip locally, fail in CI)."""
+    if TRANSFORMERS_5:
+        pytest.skip(f"{ADAPTERS_PIN}, and transformers {'.'.join(map(str, TRANSFORMERS_VERSION))} is installed "
+                    "(the [test-latest] environment): the adapters-library comparison runs with the [test] extra")
+    return require("adapters")
+
+
+def hf_no_init_weights():
+    """transformers' context manager that builds a model without drawing its random init (seconds at bert-base
+    size). It moved: transformers.modeling_utils in 4.x, transformers.initialization in 5.x."""
+    require("transformers")
+    module = "transformers.initialization" if TRANSFORMERS_5 else "transformers.modeling_utils"
+    return importlib.import_module(module).no_init_weights()
 
 
 def minilm_dir() -> Path:
@@ -77,7 +121,8 @@ def hf_twin(model, kernel: str = "eager"):
     hf = transformers.EncoderDecoderModel(config=hf_cfg)
     base = {k: v for k, v in unique_state(model).items() if ".adapters." not in k}  # adapters: see test_adapters
     weights = {to_hf_name(k): v for k, v in base.items()}
-    if cfg.tie_encoder_decoder:  # the shared tensors live under both stack names in transformers
+    if cfg.tie_encoder_decoder:  # the shared tensors live under both stack names in transformers: two names of one
+        # tied tensor in 4.x, two separate equal copies in 5.x (no tie_encoder_decoder; see `twin_grad`)
         weights.update({to_hf_name(k.replace("encoder.", "decoder.", 1)): v for k, v in base.items()
                         if k.startswith("encoder.") and not k.startswith("encoder.pooler")})
     missing, unexpected = hf.load_state_dict(weights, strict=False)
@@ -87,6 +132,25 @@ def hf_twin(model, kernel: str = "eager"):
     hf.generation_config.pad_token_id = cfg.pad_token_id
     hf.generation_config.eos_token_id = cfg.eos_token_id
     return hf.to(model.device).eval()
+
+
+def twin_grad(model, hf_model, name: str):
+    """The gradient transformers computes for minis2s parameter `name`, from a twin (`hf_twin`, `minis2s_twin`)
+    after backward(); None when transformers has no gradient for it (the pooler is not in the loss).
+
+    A BERTShare tensor is one Parameter in minis2s. transformers 4.x ties it too (one gradient); 5.x has no
+    tie_encoder_decoder, so its twin holds an encoder copy and a decoder copy, each with the gradient of its own
+    uses, and the gradient of the shared tensor is their sum (the chain rule over both uses).
+    """
+    param = dict(model.named_parameters())[name]
+    names = [n for n, p in model.named_parameters(remove_duplicate=False) if p is param]  # e.g. encoder.X, decoder.X
+    hf_params = dict(hf_model.named_parameters(remove_duplicate=False))
+    copies = list({id(p): p for p in (hf_params[to_hf_name(n)] for n in names)}.values())  # tied names count once
+    grads = [p.grad for p in copies if p.grad is not None]
+    if not grads:
+        return None
+    assert len(grads) == len(copies), f"{name}: only some of transformers' copies {names} have a gradient"
+    return grads[0] if len(grads) == 1 else torch.stack(grads).sum(0)
 
 
 def assert_close(actual, expected, atol, what="tensor"):

@@ -27,7 +27,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import DEVICES, assert_close, hf_twin, minis2s_twin, require, tiny_config, warm_started_minilm
+from conftest import (DEVICES, TRANSFORMERS_5, assert_close, hf_twin, minis2s_twin, require, tiny_config,
+                      warm_started_minilm)
 from numerics import assert_accurate, float64_twin
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from minis2s.generation import GenerationOutput, generate
@@ -200,12 +201,22 @@ def test_sampling_from_the_global_rng_matches_transformers():
     """With generator=None the draws come from torch's global RNG, exactly as transformers draws them."""
     model, hf = lively_pair("eager")
     batch = sources()
+    # Beam sampling draws 2K candidates per step, of which only the first K may finish. transformers 4.57.6 keeps
+    # them in the order drawn; 5.x sorts them by score first (generation/utils.py, _get_top_k_continuations), so
+    # other hypotheses finish. minis2s does either (beam_sample_order): follow the installed reference.
+    order = "score" if TRANSFORMERS_5 else "drawn"
     for settings in (dict(do_sample=True),  # transformers' default top_k=50
                      dict(do_sample=True, top_k=5, temperature=0.7, num_return_sequences=2),
                      dict(do_sample=True, top_k=0, top_p=0.8),
                      dict(do_sample=True, num_beams=3, top_p=0.9, num_return_sequences=2)):
+        beam = {"beam_sample_order": order} if "num_beams" in settings else {}
         torch.manual_seed(5)
-        a = ours(model, batch, max_new_tokens=12, **settings)
+        a = ours(model, batch, max_new_tokens=12, **settings, **beam)
+        if beam:  # the two orders really differ here, so the branch above is not idle
+            torch.manual_seed(5)
+            other = ours(model, batch, max_new_tokens=12, **settings,
+                         beam_sample_order="drawn" if order == "score" else "score")
+            assert not torch.equal(other.sequences, a.sequences), "both candidate orders gave the same hypotheses"
         torch.manual_seed(5)
         b = theirs(hf, batch, max_new_tokens=12, **settings)
         torch.manual_seed(5)
@@ -376,6 +387,7 @@ def test_sampling_never_emits_a_filtered_token(rule):
     (dict(max_length=1), "max_length 1"),
     (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
     (dict(num_beams=2, early_stopping="sometimes"), "early_stopping"),
+    (dict(num_beams=2, do_sample=True, beam_sample_order="random"), "beam_sample_order must be 'drawn'"),
     (dict(do_sample=True, temperature=0.0), "temperature must be > 0"),
     (dict(do_sample=True, top_p=1.5), "top_p must be in [0, 1]"),
     (dict(eos_token_id=99), "eos_token_id 99 is outside the decoder vocabulary [0, 99)"),

@@ -1,7 +1,9 @@
-"""Parity tests for minis2s.tokenizer against transformers' BertTokenizerFast (the reference, 4.57.6).
+"""Parity tests for minis2s.tokenizer against transformers' BertTokenizerFast (the reference: 4.57.6, or 5.x in the
+[test-latest] environment).
 
 Every check runs twice: on the MiniLM checkpoint folder (loaded from its tokenizer.json) and on its bare vocab.txt
-copied into a temporary folder (pipeline built by hand, compared with `BertTokenizerFast(vocab_file=...)`). Covered:
+copied into a temporary folder (pipeline built by hand, compared with transformers' tokenizer built from that file:
+see `bare_vocab_reference`, and `test_bare_vocab_clean_up_default` for the one default 5.x changed). Covered:
 input_ids / token_type_ids / attention_mask and decoded text (with and without special tokens) on a corpus of accents,
 CJK, emoji, punctuation runs, control characters, empty and whitespace-only strings; truncation of long texts and of
 pairs (all strategies); batch padding; return_tensors="pt"; the save() round trip (reloaded by minis2s and by
@@ -20,6 +22,7 @@ import torch
 from tokenizers import processors
 from transformers import AutoTokenizer, BertTokenizerFast
 
+from conftest import TRANSFORMERS_5
 from minis2s.tokenizer import (
     VERY_LARGE_INTEGER,
     BatchEncoding,
@@ -65,6 +68,27 @@ KEYS = ("input_ids", "token_type_ids", "attention_mask")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
+# transformers' default clean_up_tokenization_spaces for a tokenizer built from a bare vocab.txt. 4.57.6 builds the
+# fast tokenizer by converting the slow BertTokenizer and inherits its init kwargs, default True
+# (models/bert/tokenization_bert.py:111, tokenization_utils_fast.py:131-153). 5.x has one BertTokenizer on the
+# tokenizers backend with no such default, so the base class's False applies (tokenization_utils_base.py:1083).
+# minis2s keeps 4.57.6's True.
+BARE_VOCAB_CLEAN_UP = {"transformers 4": True, "transformers 5": False}
+MINIS2S_BARE_VOCAB_CLEAN_UP = True
+
+
+def bare_vocab_reference(vocab_file) -> BertTokenizerFast:
+    """transformers' tokenizer built from a bare vocab.txt, as the installed version takes it.
+
+    4.x: `BertTokenizerFast(vocab_file=...)`. 5.x: BertTokenizerFast is an alias of BertTokenizer, whose constructor
+    takes `vocab=` (a path or a dict) and silently ignores `vocab_file=`, building a 5-token default vocabulary
+    instead (models/bert/tokenization_bert.py:79-104), so every id would be [UNK].
+    """
+    ref = BertTokenizerFast(vocab=str(vocab_file)) if TRANSFORMERS_5 else BertTokenizerFast(vocab_file=str(vocab_file))
+    assert len(ref) > 5, f"the reference ignored {vocab_file}: it has {len(ref)} tokens"
+    return ref
+
+
 @pytest.fixture(scope="module", params=["tokenizer.json", "vocab.txt"])
 def toks(request, minilm, tmp_path_factory) -> tuple[Tokenizer, BertTokenizerFast]:
     """(minis2s tokenizer, transformers reference) loaded the same way."""
@@ -72,7 +96,11 @@ def toks(request, minilm, tmp_path_factory) -> tuple[Tokenizer, BertTokenizerFas
         return load_tokenizer(minilm), AutoTokenizer.from_pretrained(minilm)
     vocab_dir = tmp_path_factory.mktemp("bare_vocab")
     shutil.copy(minilm / "vocab.txt", vocab_dir / "vocab.txt")
-    return load_tokenizer(vocab_dir), BertTokenizerFast(vocab_file=str(vocab_dir / "vocab.txt"))
+    tok, ref = load_tokenizer(vocab_dir), bare_vocab_reference(vocab_dir / "vocab.txt")
+    # Decoding is compared under the clean-up setting the reference actually uses (5.x changed its default, see
+    # BARE_VOCAB_CLEAN_UP; test_bare_vocab_clean_up_default checks both defaults), set explicitly on ours.
+    tok.clean_up_tokenization_spaces = ref.clean_up_tokenization_spaces
+    return tok, ref
 
 
 def assert_same_encoding(ours, ref, what: str):
@@ -229,6 +257,20 @@ def test_attributes_parity(toks):
     tokens = ["[CLS]", "token", "##ization", "not-a-token", "[PAD]"]
     assert tok.convert_tokens_to_ids(tokens) == ref.convert_tokens_to_ids(tokens) == [101, 19204, 3989, 100, 0]
     assert tok.convert_tokens_to_ids("[SEP]") == 102
+
+
+def test_bare_vocab_clean_up_default(minilm, tmp_path):
+    """From a bare vocab.txt, minis2s turns decode's clean-up on, as transformers 4.57.6 does; 5.x turns it off.
+    Each default is pinned, so a change on either side shows here, and the parity tests compare under the
+    reference's own setting (the `toks` fixture)."""
+    shutil.copy(minilm / "vocab.txt", tmp_path / "vocab.txt")
+    tok, ref = load_tokenizer(tmp_path), bare_vocab_reference(tmp_path / "vocab.txt")
+    assert tok.clean_up_tokenization_spaces is MINIS2S_BARE_VOCAB_CLEAN_UP
+    expected = BARE_VOCAB_CLEAN_UP["transformers 5" if TRANSFORMERS_5 else "transformers 4"]
+    assert ref.clean_up_tokenization_spaces is expected
+    ids = ref("it's")["input_ids"]
+    assert tok.decode(ids) == "[CLS] it's [SEP]"  # the clean-up joins "it ' s"
+    assert ref.decode(ids) == ("[CLS] it's [SEP]" if expected else "[CLS] it ' s [SEP]")
 
 
 def test_return_types(toks):
