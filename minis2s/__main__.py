@@ -2,7 +2,7 @@
 
     python -m minis2s generate MODEL_DIR "some text" [options]     generate_cli.py
     python -m minis2s train --warm-start minilm --out runs/NAME     train.py
-    python -m minis2s experiment [--quick] [--minutes 18]          experiment.py
+    python -m minis2s experiment [--quick] [--steps N]             experiment.py
 
 Each command lives in its own module, which provides `add_arguments(parser)` and `run_command(args)`; this file
 only wires them up. `python -m minis2s COMMAND --help` lists a command's options.

@@ -19,10 +19,15 @@ minutes, and on the unrestricted task neither model gets anywhere in this budget
 numbers; on it the warm-started model's validation loss is better, but greedy outputs barely depend on the source).
 
 Each is scored on the held-out TEST split (greedy decoding by default): ROUGE-1/2/L F1 and exact match (metrics.py).
-The number of steps is set from the measured step time so that the whole command fits `--minutes`.
 
-    python -m minis2s experiment --minutes 18 --out runs/experiment     the table (results.md), curves.png, samples.md
-    python -m minis2s experiment --quick                                the "main job": bert2bert only, ~3 minutes
+The work is fixed, so the numbers reproduce on any machine (to float rounding: another CPU or thread count sums in
+another order); only the time it takes differs. 388 steps x global batch 32 per configuration (README's table),
+234 for --quick (README's main job); `--steps` changes it. Progress bars with an ETA show how long each phase
+will take. `--minutes` is an optional cap: once the first steps are timed, a run that would not fit stops with
+one line giving its estimate, before spending the budget.
+
+    python -m minis2s experiment --out runs/experiment     the table (results.md), curves.png, samples.md, models
+    python -m minis2s experiment --quick                   the "main job": bert2bert only, about 3 minutes on 2 cores
 
 References: Rothe et al. 2020 (REFERENCE.md §7: CNN/DailyMail ROUGE-2 Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare
 18.10); Houlsby et al. 2019 (arXiv 1902.00751) for the adapters; Wang et al. 2020 (arXiv 2002.10957) for MiniLM.
@@ -31,22 +36,22 @@ References: Rothe et al. 2020 (REFERENCE.md §7: CNN/DailyMail ROUGE-2 Rnd2Rnd 1
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import math
 import platform
 import random
 import shlex
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from .train import (BatchStream, Dist, TrainConfig, evaluate, forward_backward, make_autocast, make_optimizer,
-                    plot_curves, random_init_like, resolve_checkpoint, seed_everything, split_batch, train)
+from .train import (TrainConfig, _fmt_time, choose_threads, evaluate, generate_command, plot_curves, progress_bar,
+                    random_init_like, resolve_checkpoint, seed_everything, train)
 
 CONFIGS = ("random", "bert2bert", "bertshare", "adapters")
+STEPS = 388  # per configuration: the README's table (10% warm-up, 4 validation evaluations)
+QUICK_STEPS = 234  # --quick: the README's main job (test ROUGE-1 30.9, exact match 8.9%)
 LABELS = {"random": "Rnd2Rnd (random init)", "bert2bert": "BERT2BERT (warm-started)",
           "bertshare": "BERTShare (warm-started, shared)", "adapters": "BERT2BERT + adapters"}
 
@@ -82,69 +87,57 @@ def machine() -> str:
     return f"{where}, torch {torch.__version__.split('+')[0]}, Python {platform.python_version()}"
 
 
-def time_steps(model, tokenizer, pairs, cfg: TrainConfig, n: int = 8) -> float:
-    """Mean seconds per optimizer step of `model` over n batches (after one untimed warm-up step). The weights change.
+class Budget:
+    """`--minutes`: a cap on the whole command, checked once the step time is known; never a change of the work.
 
-    The mean, not the median: batches differ in length, and the run pays for the long ones too.
+    Before the first configuration trains, a validation subset is decoded once to time evaluation (an untrained
+    model writes full-length outputs: a pessimistic rate). After `probe` steps, the rest of the command is
+    estimated from the mean step time (the first step, which allocates, left out) and that rate; a command that
+    would overrun stops there with one line that says how long it needs and what to change.
     """
-    from .data import Seq2SeqCollator
 
-    d = Dist()
-    model.train()
-    model.encoder.pooler.requires_grad_(False)
-    opt = make_optimizer(model, cfg)
-    stream = BatchStream(pairs, cfg.batch_size, cfg.seed + 1, cfg.sort_window)
-    collate = Seq2SeqCollator(tokenizer, cfg.max_source_len, cfg.max_target_len)
-    times = []
-    for i in range(n + 1):
+    def __init__(self, minutes: float, t_start: float, steps: int, n_configs: int, eval_pairs: int, probe: int = 6):
+        self.minutes, self.t_start, self.steps, self.n_configs = minutes, t_start, steps, n_configs
+        self.eval_pairs, self.probe = eval_pairs, min(probe, steps)
+        self.eval_s_per_pair = 0.0
+        self.t_first = None
+
+    def time_evaluation(self, model, tokenizer, pairs, cfg: TrainConfig) -> None:
         t0 = time.perf_counter()
-        micro = [collate(part) for part in split_batch(stream.next(), 0, 1, cfg.grad_accum)]
-        forward_backward(model, micro, d, make_autocast(d.device, "fp32"), model.config.decoder_start_token_id,
-                         model.config.pad_token_id)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.mean(times)
+        evaluate(model, tokenizer, pairs, batch_size=cfg.eval_batch_size, max_source_len=cfg.max_source_len,
+                 max_target_len=cfg.max_target_len, max_new_tokens=cfg.max_new_tokens)
+        self.eval_s_per_pair = (time.perf_counter() - t0) / len(pairs)
+
+    def on_step(self, step: int, seconds: float) -> None:
+        """train()'s hook: stop (SystemExit, one line) when the estimate at step `probe` exceeds the budget."""
+        if step == 1:
+            self.t_first = seconds
+        if step != self.probe:
+            return
+        per_step = (seconds - self.t_first) / (step - 1) if step > 1 else seconds
+        left = (per_step * (self.steps * self.n_configs - step) + self.eval_s_per_pair * self.eval_pairs
+                + 5.0 * self.n_configs)  # building each model, writing files and plots
+        total = time.perf_counter() - self.t_start + left
+        if total > 60 * self.minutes:
+            raise SystemExit(
+                f"error: this run needs about {total / 60:.1f} min on this machine ({per_step:.2f} s/step x "
+                f"{self.steps} steps x {self.n_configs} configuration(s), plus evaluation), more than --minutes "
+                f"{self.minutes:g}: give --minutes {math.ceil(1.2 * total / 60)} or leave --minutes out (fewer "
+                "--steps would change the results)")
 
 
-def plan(budget_s: float, configs, bert_dir, tokenizer, task, cfg: TrainConfig, log) -> int:
-    """Steps per configuration so that training + evaluation of every configuration fit `budget_s` seconds."""
-    t0 = time.perf_counter()
-    model = build("bert2bert", bert_dir, cfg.seed)
-    full = time_steps(model, tokenizer, task["train"], cfg)
-    sample = task["test"][:64]
-    t_eval = time.perf_counter()
-    evaluate(model, tokenizer, sample, batch_size=cfg.eval_batch_size, max_source_len=cfg.max_source_len,
-             max_target_len=cfg.max_target_len, max_new_tokens=cfg.max_new_tokens)
-    eval_per_pair = (time.perf_counter() - t_eval) / len(sample)  # an untrained model writes max-length outputs
-    adapter = full
-    if "adapters" in configs:
-        adapter = time_steps(build("adapters", bert_dir, cfg.seed), tokenizer, task["train"], cfg, n=4)
-    del model
-    per_step = sum(adapter if c == "adapters" else full for c in configs)
-    n_evals = 1 + (cfg.eval_every > 0) * 4  # the schedule's validation evaluations, see run()
-    eval_s = len(configs) * eval_per_pair * (len(task["test"]) + n_evals * cfg.eval_examples)
-    load_s = len(configs) * 4.0  # building a model, writing logs and plots
-    spent = time.perf_counter() - t0
-    # 20% margin: the training loop adds logging and evaluation bookkeeping, and these machines are noisy.
-    steps = int(0.8 * (budget_s - spent - eval_s - load_s) / per_step)
-    log(f"measured: {full:.2f} s/step full fine-tuning, {adapter:.2f} s/step adapters, {1000 * eval_per_pair:.0f} ms "
-        f"per evaluated pair; planning took {spent:.0f} s -> {steps} steps per configuration")
-    if steps < 20:
-        raise SystemExit(f"error: {budget_s / 60:.1f} minutes leave only {steps} steps per configuration on this "
-                         "machine; give more --minutes or fewer configurations")
-    return steps
-
-
-def run(out_dir, minutes: float = 18.0, configs=CONFIGS, steps: int | None = None, batch_size: int = 32,
+def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = None, batch_size: int = 32,
         lr: float = 3e-4, adapter_lr: float = 1e-3, warmup_frac: float = 0.1, adapter: str = "double_seq_bn",
         num_beams: int = 1, seed: int = 0, bert: str = "minilm", n_samples: int = 10, cache_dir=None,
-        eval_examples: int = 96, task: dict | None = None, progress: bool = True) -> dict:
-    """Train and test every configuration; write results.md/json, curves.png and samples.md into `out_dir`.
+        eval_examples: int = 96, task: dict | None = None, progress: bool = True, threads: str | None = None,
+        save_models: bool = True) -> dict:
+    """Train and test every configuration; write results.md/json, curves.png, samples.md and each trained model
+    (`<out_dir>/<config>/model`, with its tokenizer) into `out_dir`.
 
-    `eval_examples`: validation pairs scored during training; `task`: {"train", "validation", "test"} pairs to use
-    instead of the docstring task (smoke tests).
+    `steps`: optimizer steps per configuration (warm-up `warmup_frac` of them; 4 validation evaluations);
+    `minutes`: optional cap on the whole command (see `Budget`); `eval_examples`: validation pairs scored during
+    training; `task`: {"train", "validation", "test"} pairs to use instead of the docstring task (smoke tests);
+    `threads`: what `choose_threads` said, for the header.
     """
     from .data import build_docstring_task
     from .tokenizer import load_tokenizer
@@ -157,44 +150,62 @@ def run(out_dir, minutes: float = 18.0, configs=CONFIGS, steps: int | None = Non
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    loading = progress_bar(2, "loading", "stage", progress)
+    loading.set_postfix_str("tokenizer")
     bert_dir = resolve_checkpoint(bert)
     tokenizer = load_tokenizer(bert_dir)
+    loading.update(1)
     if task is None:  # names made of whole vocabulary words, see the module docstring
+        loading.set_postfix_str("docstring task (built once, then cached)")
         task = build_docstring_task(cache_dir, vocab=tokenizer.backend_tokenizer.get_vocab())
-    log(f"docstring task (names of whole vocabulary words): {len(task['train'])} train / {len(task['validation'])} validation / {len(task['test'])} "
-        f"test pairs; machine: {machine()}")
+    loading.update(1)
+    loading.close()
+    log(f"docstring task (names of whole vocabulary words): {len(task['train'])} train / {len(task['validation'])} "
+        f"validation / {len(task['test'])} test pairs")
+    log(f"machine: {machine()}" + (f"\nthreads: {threads}" if threads else ""))
     base = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, max_source_len=64, max_target_len=16,
                        eval_examples=eval_examples, max_new_tokens=16, num_beams=1, progress=progress, log_every=25,
-                       overwrite=True)
-    planned = steps is None
-    if planned:
-        steps = plan(minutes * 60 - (time.perf_counter() - t_start), configs, bert_dir, tokenizer, task, base, log)
-    base.steps, base.warmup, base.eval_every = steps, max(1, round(warmup_frac * steps)), max(1, steps // 4)
+                       overwrite=True, save_checkpoints=False, steps=steps, warmup=max(1, round(warmup_frac * steps)),
+                       eval_every=max(1, steps // 4))
+    log(f"the work: {len(configs)} configuration(s) x {steps} steps x global batch {batch_size}, then the test split")
+    n_val = min(eval_examples, len(task["validation"])) if eval_examples else len(task["validation"])
+    budget = None
+    if minutes is not None:
+        n_evals = steps // base.eval_every + (steps % base.eval_every != 0)  # every eval_every steps and the last
+        budget = Budget(minutes, t_start, steps, len(configs), len(configs) * (len(task["test"]) + n_evals * n_val))
 
-    rows, logs, outputs = [], {}, {}
+    rows, logs, outputs, model_dirs = [], {}, {}, {}
     for name in configs:
         t0 = time.perf_counter()
         seed_everything(seed)
         model = build(name, bert_dir, seed, adapter)
+        if budget is not None and not budget.eval_s_per_pair:
+            budget.time_evaluation(model, tokenizer, task["validation"][:32], base)
         cfg = TrainConfig(**{**base.to_dict(), "out_dir": str(out / name),
-                             "lr": adapter_lr if name == "adapters" else lr,
-                             "save_checkpoints": len(configs) == 1})
+                             "lr": adapter_lr if name == "adapters" else lr})
         log(f"\n== {LABELS[name]}: {steps} steps, lr {cfg.lr:g} ==")
-        history = train(model, tokenizer, task["train"], task["validation"], cfg, run_info={"config": name})
+        history = train(model, tokenizer, task["train"], task["validation"], cfg, run_info={"config": name},
+                        on_step=budget.on_step if budget is not None and not rows else None, label=name)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = model.num_parameters()
         t_test = time.perf_counter()
         test = evaluate(model, tokenizer, task["test"], batch_size=cfg.eval_batch_size,
                         max_source_len=cfg.max_source_len, max_target_len=cfg.max_target_len,
-                        max_new_tokens=cfg.max_new_tokens, num_beams=num_beams)
+                        max_new_tokens=cfg.max_new_tokens, num_beams=num_beams,
+                        progress=f"{name}: test" if progress else None)
         outputs[name] = test.pop("predictions")
+        if save_models:
+            model_dirs[name] = save_model(model, tokenizer, out / name, name)
         rows.append({"config": name, "label": LABELS[name], **test, "trainable": n_train, "parameters": n_all,
                      "trainable_pct": 100 * n_train / n_all, "lr": cfg.lr, "steps": steps,
                      "train_s": history["train"][-1]["time"], "test_s": time.perf_counter() - t_test,
-                     "wall_s": time.perf_counter() - t0})
+                     "wall_s": time.perf_counter() - t0, "model_dir": str(model_dirs.get(name, ""))})
         logs[LABELS[name]] = history["train"] + history["eval"]
         log(f"test: loss {test['loss']:.3f}, ROUGE-1/2/L {100 * test['rouge1']:.1f}/{100 * test['rouge2']:.1f}/"
-            f"{100 * test['rougeL']:.1f}, exact match {100 * test['exact_match']:.1f}% ({rows[-1]['wall_s']:.0f} s)")
+            f"{100 * test['rougeL']:.1f}, exact match {100 * test['exact_match']:.1f}% "
+            f"({_fmt_time(rows[-1]['wall_s'])} for this configuration)")
         del model
 
     total_s = time.perf_counter() - t_start
@@ -211,12 +222,37 @@ def run(out_dir, minutes: float = 18.0, configs=CONFIGS, steps: int | None = Non
         for name in configs:
             print(f"  {name:>10}: {outputs[name][i]}")
         print()
-    print(f"written: {out / 'results.md'}, {out / 'curves.png'}, {out / 'samples.md'}")
-    if planned and total_s > 60 * minutes:
+    if minutes is not None and total_s > 60 * minutes:
         print(f"note: the command took {total_s / 60:.1f} min, over its {minutes:g}-minute budget: the machine got "
-              "busier after the step time was measured (on a shared machine, OMP_NUM_THREADS=1 often runs faster)",
-              file=sys.stderr)
-    return {"rows": rows, "steps": steps, "total_s": total_s, "outputs": outputs}
+              "busier after the first steps were timed", file=sys.stderr)
+    print(f"written: {out / 'results.md'}, {out / 'curves.png'}, {out / 'samples.md'}")
+    command = None
+    if model_dirs:
+        print(f"model{'s' * (len(model_dirs) > 1)}: " + ", ".join(map(str, model_dirs.values())) +
+              " (config.json, model.safetensors, tokenizer)" +
+              (f"; the adapter in {out / 'adapters' / 'adapter'}, which generate does not read (Python: "
+               "load_adapter(model, dir, set_active=True))" if "adapters" in model_dirs else ""))
+        runnable = [c for c in ("bert2bert", "bertshare", "random") if c in model_dirs]
+        if runnable and samples:
+            command = generate_command(model_dirs[runnable[0]], task["test"][samples[0]].source)
+            print(f"try it: {command}")
+    return {"rows": rows, "steps": steps, "total_s": total_s, "outputs": outputs, "model_dirs": model_dirs,
+            "command": command}
+
+
+def save_model(model, tokenizer, run_dir: Path, name: str) -> Path:
+    """`run_dir/model`: the trained model with its tokenizer, a directory `python -m minis2s generate` reads.
+
+    An adapter model's base (with its trained cross-attention and LM head) goes there too, and the adapter itself
+    into `run_dir/adapter` (save_adapter: kilobytes, loadable in the adapters library).
+    """
+    from .adapters import save_adapter
+
+    model.save_pretrained(run_dir / "model")  # the base model: adapters are never part of it
+    tokenizer.save_pretrained(run_dir / "model")
+    if name == "adapters":
+        save_adapter(model, run_dir / "adapter", "task")
+    return run_dir / "model"
 
 
 def results_table(rows) -> str:
@@ -254,11 +290,16 @@ def write_outputs(out: Path, rows, table, settings, total_s, test, samples, outp
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--minutes", type=float, default=None,
-                   help="budget of the whole command (default 18; 3 with --quick); sets the number of steps")
-    p.add_argument("--quick", action="store_true", help="the main job: warm-started bert2bert only")
+    p.add_argument("--quick", action="store_true",
+                   help=f"the main job: warm-started bert2bert only, {QUICK_STEPS} steps")
     p.add_argument("--configs", default=None, help=f"comma-separated subset of {','.join(CONFIGS)}")
-    p.add_argument("--steps", type=int, default=None, help="fix the steps instead of measuring the budget")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer steps per configuration (default {STEPS}; {QUICK_STEPS} with --quick)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="optional cap on the whole command: stop after the first steps, with the estimated time, "
+                   "if the run would not fit (the steps never change)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the cores not already busy, from the load average)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of full fine-tuning")
     p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak learning rate of adapter training")
@@ -275,11 +316,16 @@ def run_command(args) -> dict:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from {CONFIGS}")
-    minutes = args.minutes if args.minutes is not None else (3.0 if args.quick else 18.0)
+    steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else STEPS)
+    if steps < 1:
+        raise SystemExit(f"error: --steps must be >= 1, got {steps}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise SystemExit(f"error: --minutes must be > 0, got {args.minutes:g}")
+    _, threads = choose_threads(args.threads)
     out = args.out or ("runs/quick" if args.quick else "runs/experiment")
-    return run(out, minutes=minutes, configs=configs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+    return run(out, configs=configs, steps=steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                adapter_lr=args.adapter_lr, adapter=args.adapter, num_beams=args.num_beams, seed=args.seed,
-               bert=args.bert, cache_dir=args.cache_dir)
+               bert=args.bert, cache_dir=args.cache_dir, threads=threads)
 
 
 def main(argv=None) -> None:

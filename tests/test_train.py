@@ -3,7 +3,10 @@
 Covers: a few steps lower the loss; a resumed run repeats the uninterrupted run's losses exactly (full fine-tuning
 and adapters); gradient accumulation over uneven micro-batches equals one big batch; a 2-process DDP run (gloo,
 launched by torchrun) follows the single-process run on the same global batch; weight-decay groups; the
-learning-rate schedule; the JSONL log, the plot and the command line.
+learning-rate schedule; the JSONL log, the plot and the command line. The experiment (minis2s/experiment.py): every
+configuration end to end with the models it writes and the generate command it prints (run as printed); its fixed
+work (--quick 234 steps, else 388); --threads and the default thread choice (float-rounding differences only); a
+--minutes budget too small for the work (one line, exit status 1); progress bars with an ETA, with and without tqdm.
 
 Run: python -m pytest -q tests/test_train.py
 """
@@ -85,6 +88,12 @@ def test_a_few_steps_lower_the_loss(tok):
     assert after < before - 0.5, f"validation loss {before:.3f} -> {after:.3f}"
     assert [r["step"] for r in history["train"]] == list(range(1, 26))
     assert {"rouge1", "rouge2", "rougeL", "exact_match"} <= set(history["eval"][-1])
+
+
+def test_evaluation_without_generation_scores_the_loss_only(tok):
+    history = train(make_model(), tok, TRAIN, VAL, fast(steps=2, eval_every=1, eval_generate=False))
+    assert [sorted(r) for r in history["eval"]] == [["kind", "loss", "step", "time"]] * 2
+    assert history["predictions"] is None
 
 
 def adapter_model(seed):
@@ -239,6 +248,8 @@ def test_command_line_end_to_end_writes_log_plot_and_checkpoint(tok, tmp_path, c
                    "--eval-examples", "4", "--out", str(run)])
     out = capsys.readouterr().out
     assert "sample generations" in out and "ROUGE-1/2/L" in out
+    ckpt_model = run / "checkpoints" / "step-000003" / "model"
+    assert out.strip().splitlines()[-1].startswith(f"try it: python -m minis2s generate {ckpt_model} ")
 
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("eval", 2), ("train", 3),
@@ -288,25 +299,37 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tok, tmp_p
         assert_close(two[k], one[k], 1e-5, f"{k} after 3 steps, 2 processes vs 1")
 
 
-def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path):
-    """The warm-starting experiment end to end, on a tiny BERT checkpoint instead of MiniLM (2 steps each)."""
+def write_tiny_bert(root: Path, tok) -> Path:
+    """A BERT checkpoint directory (a tiny random encoder in BERT's names, config, tokenizer) to warm-start from."""
     from minis2s.checkpoint import stack_to_bert_name, write_safetensors
     from minis2s.config import write_json_atomic
-    from minis2s.experiment import CONFIGS, run
 
-    bert = tmp_path / "tiny-bert"
+    bert = root / "tiny-bert"
     bert.mkdir()
     model = make_model()
     write_safetensors(bert / "model.safetensors",
                       {stack_to_bert_name(k): v for k, v in model.encoder.named_parameters()})
     write_json_atomic(bert / "config.json", model.config.encoder.to_hf_dict())
     tok.save_pretrained(bert)
+    return bert
 
-    task = {"train": TRAIN, "validation": VAL, "test": make_pairs(8, 2)}
-    result = run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, task=task,
+
+TASK = {"train": TRAIN, "validation": VAL, "test": make_pairs(8, 2)}
+
+
+def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path, capsys):
+    """The warm-starting experiment end to end, on a tiny BERT checkpoint instead of MiniLM (2 steps each); its
+    last lines name the trained model's directory and a generate command that runs on it as printed."""
+    import shlex
+
+    from minis2s.experiment import CONFIGS, run
+
+    bert = write_tiny_bert(tmp_path, tok)
+    result = run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, task=TASK,
                  progress=False)
     rows = {r["config"]: r for r in result["rows"]}
     assert list(rows) == list(CONFIGS)
+    assert all(r["steps"] == 2 for r in rows.values())
     assert rows["adapters"]["trainable_pct"] < 50 < rows["bert2bert"]["trainable_pct"]  # tiny: < 15% for MiniLM
     assert rows["bertshare"]["parameters"] < rows["bert2bert"]["parameters"] == rows["random"]["parameters"]
     table = (tmp_path / "exp" / "results.md").read_text()
@@ -315,3 +338,137 @@ def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path
     assert samples.count("- **source:**") == 3 and samples.count("BERTShare") == 3
     if (tmp_path / "exp" / "curves.png").exists() or require("matplotlib"):
         assert (tmp_path / "exp" / "curves.png").is_file()
+
+    # Every configuration's model is written with its tokenizer; the adapter on its own as well.
+    assert set(result["model_dirs"]) == set(CONFIGS)
+    for name, model_dir in result["model_dirs"].items():
+        assert EncoderDecoderModel.from_pretrained(model_dir).num_parameters() == rows[name]["parameters"] or \
+            name == "adapters"  # the base model: the adapter's parameters are not in it
+        assert load_tokenizer(model_dir).vocab_size == 99
+    assert (tmp_path / "exp" / "adapters" / "adapter" / "adapter_config.json").is_file()
+    # The last two lines: where the models are, and the command to try one, which must run as printed.
+    model_line, try_line = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert model_line.startswith("models: ") and str(result["model_dirs"]["bert2bert"]) in model_line
+    assert try_line == f"try it: {result['command']}"
+    argv = shlex.split(result["command"])
+    assert argv[:4] == ["python", "-m", "minis2s", "generate"] and argv[4] == str(result["model_dirs"]["bert2bert"])
+    assert argv[5] in {p.source for p in TASK["test"]}
+    proc = subprocess.run([sys.executable] + argv[1:], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.splitlines()) == 1  # one generated line for the one source
+
+
+def test_experiment_work_is_fixed_and_threads_are_chosen(monkeypatch):
+    """--quick trains the README's 234 steps and the full experiment its 388, whatever the machine's speed; --steps
+    overrides; --threads sets torch's threads; a bad value is a one-line usage error."""
+    from minis2s import experiment
+    from minis2s.__main__ import main as cli
+
+    seen = {}
+    monkeypatch.setattr(experiment, "run", lambda out, **kw: seen.update(kw, out=out))
+    threads = torch.get_num_threads()
+    try:
+        cli(["experiment", "--quick", "--threads", "1"])
+        assert (seen["steps"], seen["configs"], seen["out"], seen["minutes"]) == (234, ("bert2bert",), "runs/quick",
+                                                                                  None)
+        assert torch.get_num_threads() == 1 and seen["threads"].startswith("1 thread (--threads)")
+        cli(["experiment", "--threads", "2"])
+        assert (seen["steps"], seen["configs"]) == (388, experiment.CONFIGS) and torch.get_num_threads() == 2
+        cli(["experiment", "--quick", "--steps", "50", "--minutes", "3"])
+        assert (seen["steps"], seen["minutes"]) == (50, 3.0)
+        for bad, what in ((["--threads", "0"], "--threads"), (["--steps", "-11"], "--steps"),
+                          (["--minutes", "0"], "--minutes")):
+            with pytest.raises(SystemExit, match=f"^error: {what} must be") as e:
+                cli(["experiment", "--quick"] + bad)
+            assert "\n" not in str(e.value.code)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_default_threads_leave_busy_cores_alone(monkeypatch):
+    """Without --threads: the cores not already busy (load average), at least 1; OMP_NUM_THREADS wins if set."""
+    from minis2s import train as train_module
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train_module, "_TORCH_THREADS", 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    try:
+        for load, expected in ((0.2, 2), (0.6, 1), (1.1, 1), (3.5, 1)):
+            monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load), raising=False)
+            n, why = train_module.choose_threads()
+            assert n == expected == torch.get_num_threads(), (load, why)
+            assert "2 cores, load average" in why and "--threads" in why
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert train_module.choose_threads()[1].endswith("(OMP_NUM_THREADS=1)")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_thread_count_changes_losses_only_by_float_rounding(tok):
+    threads, losses = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            history = train(make_model(), tok, TRAIN, VAL, fast(steps=4))
+            losses.append([r["loss"] for r in history["train"]])
+    finally:
+        torch.set_num_threads(threads)
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+def test_too_small_a_budget_stops_with_one_line(tok, tmp_path):
+    """--minutes that cannot fit the work: exit status 1 after the first timed steps, one line on stderr with the
+    estimate and the option to change, no traceback, never a negative step count."""
+    bert = write_tiny_bert(tmp_path, tok)
+    for split, pairs in TASK.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(p._asdict()) + "\n" for p in pairs))
+    # The command line as a user runs it, with the docstring task replaced by the tiny one (its vocabulary has none
+    # of the stdlib's names).
+    launcher = ("import sys, minis2s.data as d\n"
+                f"root = {str(tmp_path)!r}\n"
+                "task = {s: d.load_pairs(f'{root}/{s}.jsonl') for s in ('train', 'validation', 'test')}\n"
+                "d.build_docstring_task = lambda *a, **k: task\n"
+                "from minis2s.__main__ import main\nmain(sys.argv[1:])")
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-c", launcher, "experiment", "--bert", str(bert), "--steps", "40", "--batch-size", "8",
+           "--minutes", "0.001", "--out", str(out), "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: this run needs about ") and "more than --minutes 0.001: give --minutes " in last
+    assert "-" not in last.split("steps")[0].split("s/step x ")[1], last  # the step count printed is the fixed 40
+    steps_done = [json.loads(x)["step"] for x in (out / "random" / "log.jsonl").read_text().splitlines()]
+    assert len(steps_done) <= 6  # it stopped at the first check, not after the work
+
+
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_bar_with_an_eta_on_stderr(tok, capsys, monkeypatch, with_tqdm):
+    """Training and evaluation draw a bar on stderr: tqdm's if installed (the `progress` extra), else plain lines
+    with an ETA; the model code itself never imports tqdm."""
+    if with_tqdm:
+        require("tqdm")
+    else:
+        monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: where tqdm is used
+    model = make_model()
+    train(model, tok, TRAIN, VAL, fast(steps=3, log_every=1, progress=True, eval_every=0))
+    evaluate(model, tok, VAL, progress="test")
+    out, err = capsys.readouterr()
+    assert out == ""
+    if with_tqdm:
+        assert "train: 100%" in err and "3/3" in err and "test: 100%" in err and "16/16" in err
+    else:
+        assert "train: 3/3 steps" in err and "ETA 0s" in err and "test: 16/16 pairs" in err
+    # In a log file: plain lines even with tqdm installed, one per log_every steps, none rewritten in place.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    train(make_model(), tok, TRAIN, VAL, fast(steps=4, log_every=2, progress=True, eval_every=0))
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("train: ")]
+    assert [x.split(" | ")[0] for x in lines] == ["train: 2/4 steps", "train: 4/4 steps"], lines
+    assert all("ETA" in x and "\r" not in x for x in lines)
+    core = Path(__file__).resolve().parents[1] / "minis2s"
+    importers = sorted(p.name for p in core.glob("*.py") if "tqdm" in p.read_text(encoding="utf-8"))
+    assert importers == ["train.py"], importers  # where progress_bar imports it lazily
