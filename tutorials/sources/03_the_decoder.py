@@ -359,6 +359,15 @@ def cells() -> list:
         sentences instead, a decoder can simply memorise its targets and never learn to look at the source —
         training data must make the source necessary.) Every target position must find one particular source
         word, so a trained map should be an anti-diagonal.
+
+        The loss sits on a plateau until cross-attention finds the alignment, then falls steeply, and the
+        schedule was measured for that shape on 10 seeds, with 1 and 2 threads (another CPU or thread count rounds
+        float sums differently and takes another seed's path, so a recipe has to work for all of them): a constant
+        learning rate for 300 steps, long enough for the slowest run to leave the plateau (near step 275), with no
+        warm-up (a 20-step warm-up left half the runs on the plateau); then a linear decay to 0 over 200 more
+        steps, which settles the weights; and the gradient norm clipped to 5, which bounds the spikes that follow
+        the steep fall (clipping to 1 also slowed the escape). A constant rate for 300 steps without clipping left
+        one run in 8 with the reversal unlearnt.
         """),
         code(r"""
         words = ("[PAD] [UNK] [CLS] [SEP] the a an old young man woman girl boy dog cat bird walked ran went flew "
@@ -383,18 +392,20 @@ def cells() -> list:
             return src, (src != 0).long(), tgt
 
 
-        opt = torch.optim.AdamW(rev.parameters(), lr=3e-3)
+        STEPS, HOLD, PEAK_LR = 500, 300, 3e-3
+        opt = torch.optim.AdamW(rev.parameters(), lr=PEAK_LR)
         rev.train()
         rev_losses = []
-        torch.set_num_threads(1)  # matrices this small gain nothing from a second thread, and lose a lot on a busy CPU
-        for step in range(300):
+        for step in range(1, STEPS + 1):
+            for group in opt.param_groups:          # the peak for HOLD steps, then a linear decay towards 0
+                group["lr"] = PEAK_LR * min(1.0, (STEPS - step + 1) / (STEPS - HOLD))
             src, keep, tgt = reversal_batch()
             loss = rev(input_ids=src, attention_mask=keep, labels=tgt).loss
             opt.zero_grad()
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(rev.parameters(), 5.0)   # a gradient spike moves the weights a bounded step
             opt.step()
             rev_losses.append(loss.item())
-        torch.set_num_threads(2)
         rev.eval()
 
         sentence = "the old man walked slowly to the market".split()

