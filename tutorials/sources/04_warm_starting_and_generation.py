@@ -181,14 +181,24 @@ def cells() -> list:
                 transformers.BertConfig(**base_cfg.to_hf_dict()),
                 transformers.BertConfig(**decoder_config_from(base_cfg).to_hf_dict()), tie_encoder_decoder=True)
             hf_shared = transformers.EncoderDecoderModel(config=hf_cfg)   # the reference's BERTShare, same shapes
+        # transformers 5 dropped tie_encoder_decoder: the option is ignored there, so its "shared" model is the
+        # untied BERT2BERT again. minis2s's count is the paper's BERTShare on every version.
+        TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
         print(f"bert-base: {base.num_parameters():,} -> {base_shared.num_parameters():,} shared "
-              f"(transformers' tie_encoder_decoder: {hf_shared.num_parameters():,})")
+              f"(transformers {transformers.__version__} with tie_encoder_decoder=True: "
+              f"{hf_shared.num_parameters():,}{', untied: the option is gone in 5.x' if TRANSFORMERS_5 else ''})")
         checks["BERTShare identities"] = all(a is b for a, b in identities.values())
         checks["BERTShare saving"] = (saved, model.num_parameters() - shared.num_parameters())
         checks["bert-base shared"] = (base.num_parameters(), base_shared.num_parameters(), hf_shared.num_parameters())
         """),
 
         md(r"""
+        The last line compares with transformers, and the answer depends on its version. transformers 4.x builds
+        BERTShare with `EncoderDecoderConfig(..., tie_encoder_decoder=True)` and counts 138,471,738 parameters,
+        the same as minis2s. transformers 5 dropped `tie_encoder_decoder`: the option is ignored, and the
+        "shared" model it builds is an untied BERT2BERT of 247,363,386 parameters. minis2s's count is the paper's
+        shared model on either version; with transformers 5 there is simply no reference to compare it with.
+
         ## 3. A fresh warm start writes nonsense — and why
 
         Generation runs the encoder once, then the decoder one token at a time from `[CLS]`, feeding each chosen
@@ -583,7 +593,9 @@ def cells() -> list:
         total, new = checks["MiniLM parameters, new"]
         assert (total, new) == (49_010_490, 3_731_898), (total, new)
         assert checks["bert-base parameters, new"] == (247_363_386, 28_366_848)
-        assert checks["bert-base shared"] == (247_363_386, 138_471_738, 138_471_738)   # minis2s, transformers
+        # minis2s: BERT2BERT, BERTShare; then transformers' tie_encoder_decoder model, which 5.x no longer ties
+        assert checks["bert-base shared"] == (247_363_386, 138_471_738,
+                                              247_363_386 if TRANSFORMERS_5 else 138_471_738), checks["bert-base shared"]
         assert checks["BERTShare identities"]
         saved, measured = checks["BERTShare saving"]
         assert saved == measured
