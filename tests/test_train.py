@@ -90,10 +90,15 @@ def test_a_few_steps_lower_the_loss(tok):
     assert {"rouge1", "rouge2", "rougeL", "exact_match"} <= set(history["eval"][-1])
 
 
-def test_evaluation_without_generation_scores_the_loss_only(tok):
-    history = train(make_model(), tok, TRAIN, VAL, fast(steps=2, eval_every=1, eval_generate=False))
+@pytest.mark.parametrize("to_disk", [False, True], ids=["in-memory", "out_dir"])
+def test_evaluation_without_generation_scores_the_loss_only(tok, tmp_path, to_disk):
+    cfg = fast(steps=2, eval_every=1, eval_generate=False, out_dir=str(tmp_path / "run") if to_disk else None)
+    history = train(make_model(), tok, TRAIN, VAL, cfg)
     assert [sorted(r) for r in history["eval"]] == [["kind", "loss", "step", "time"]] * 2
     assert history["predictions"] is None
+    if to_disk:  # no generations: no predictions file, and the log has the loss-only evaluations
+        assert not (tmp_path / "run" / "predictions.jsonl").exists()
+        assert (tmp_path / "run" / "log.jsonl").read_text().count('"kind": "eval"') == 2
 
 
 def adapter_model(seed):
