@@ -225,7 +225,8 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
     if minutes is not None and total_s > 60 * minutes:
         print(f"note: the command took {total_s / 60:.1f} min, over its {minutes:g}-minute budget: the machine got "
               "busier after the first steps were timed", file=sys.stderr)
-    print(f"written: {out / 'results.md'}, {out / 'curves.png'}, {out / 'samples.md'}")
+    written = [out / n for n in ("results.md", "curves.png", "samples.md") if (out / n).is_file()]
+    print("written: " + ", ".join(map(str, written)))  # no curves.png without matplotlib (a note said so)
     command = None
     if model_dirs:
         print(f"model{'s' * (len(model_dirs) > 1)}: " + ", ".join(map(str, model_dirs.values())) +

@@ -357,7 +357,9 @@ def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path
         assert load_tokenizer(model_dir).vocab_size == 99
     assert (tmp_path / "exp" / "adapters" / "adapter" / "adapter_config.json").is_file()
     # The last two lines: where the models are, and the command to try one, which must run as printed.
-    model_line, try_line = capsys.readouterr().out.strip().splitlines()[-2:]
+    written_line, model_line, try_line = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert written_line.startswith("written: ")  # only files that exist (no curves.png without matplotlib)
+    assert all(Path(f).is_file() for f in written_line.removeprefix("written: ").split(", ")), written_line
     assert model_line.startswith("models: ") and str(result["model_dirs"]["bert2bert"]) in model_line
     assert try_line == f"try it: {result['command']}"
     argv = shlex.split(result["command"])
@@ -367,6 +369,20 @@ def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.splitlines()) == 1  # one generated line for the one source
+
+
+def test_experiment_without_matplotlib_names_only_what_it_wrote(tok, tmp_path, capsys, monkeypatch):
+    """matplotlib is not a runtime dependency: without it there is no curves.png, and no line may claim one."""
+    from minis2s.experiment import run
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # `from matplotlib.figure import ...` fails
+    run(tmp_path / "exp", configs=("bert2bert",), steps=1, batch_size=8, bert=str(write_tiny_bert(tmp_path, tok)),
+        n_samples=1, eval_examples=2, task=TASK, progress=False)
+    captured = capsys.readouterr()
+    assert "matplotlib is not installed" in captured.err
+    assert not (tmp_path / "exp" / "curves.png").exists()
+    written = next(line for line in captured.out.splitlines() if line.startswith("written: "))
+    assert written == f"written: {tmp_path / 'exp' / 'results.md'}, {tmp_path / 'exp' / 'samples.md'}"
 
 
 def test_experiment_work_is_fixed_and_threads_are_chosen(monkeypatch):
