@@ -16,11 +16,11 @@ its own rounding error is ~1e-9 of float32's: for these tests it is the exact an
 FACTOR = 4: two correct float32 programs that sum in different orders have errors of the same size (each is a sum of
 roundings of the same magnitudes). On an AMD EPYC the largest ratio of the two errors over every module output,
 logit, loss and gradient of tests/test_parity.py was 1.05 (`python tests/parity_report.py`: "limit used" at most
-0.26), so FACTOR leaves about 4x headroom for other machines. It still catches bugs far below float32 noise in
-absolute terms: test_parity.py plants a LayerNorm eps of 1e-5 instead of 1e-12, the tanh GELU instead of the erf
-one, and a bias off by 1e-4 in one decoder layer of a tiny model, and each is named at 3x, 2x and 360x its limit (the
-GELU slip, 5.7e-7 away, was invisible to the old fixed 1e-5). ULPS = 8 units in the last place of the largest value is a floor for outputs transformers
-happens to get (almost) exact, e.g. an embedding lookup or a loss whose error cancels.
+0.26), so FACTOR leaves about 4x headroom for other machines. It still catches small real bugs: test_parity.py
+plants a LayerNorm eps of 1e-5 instead of 1e-12, the tanh GELU instead of the erf one, and a bias off by 1e-4 in one
+decoder layer of a tiny model, and each is named at 3x, 2x and 360x its limit (the GELU slip, 5.7e-7 away, was
+invisible to the old fixed 1e-5). ULPS = 8 units in the last place of the largest value is a floor for outputs
+transformers happens to get (almost) exact, e.g. an embedding lookup or a loss whose error cancels.
 
 Gradients use the same rule per parameter tensor, with one change to the floor: its scale is the largest gradient
 entry in the whole model, not in the tensor. A gradient is a sum over the batch and the positions; where the terms
@@ -52,7 +52,8 @@ def assert_accurate(ours, ref, truth, what="tensor", scale: float = 0.0):
     Returns (err, err_ref) for reports.
     """
     ours, ref, truth = (t.detach().double().cpu() for t in (ours, ref, truth))
-    assert ours.shape == truth.shape == ref.shape, f"{what}: shapes {tuple(ours.shape)}, {tuple(ref.shape)}, {tuple(truth.shape)}"
+    assert ours.shape == truth.shape == ref.shape, (
+        f"{what}: shapes {tuple(ours.shape)}, {tuple(ref.shape)}, {tuple(truth.shape)}")
     if not ours.numel():
         return 0.0, 0.0
     err = (ours - truth).abs().max().item()
