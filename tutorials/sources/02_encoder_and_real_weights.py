@@ -264,7 +264,7 @@ def cells() -> list:
 
         Two correct float32 programs have errors of the same size, so 4× leaves room for any machine; the
         8 ulps ($\varepsilon_{32} = 2^{-23}$ relative) are a floor for outputs transformers happens to get exact.
-        A real bug is not rounding: it is caught however small it is in absolute terms (section 6 and exercise 1).
+        A real bug is not rounding: where it is larger than the rounding at its module, it is named (section 6 and exercise 1).
         `tests/numerics.py` applies the same rule to every parity test of minis2s.
         """),
         code(r"""
