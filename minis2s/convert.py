@@ -29,7 +29,7 @@ Security. `pytorch_model.bin` is a pickle, and a pickle can run code. It is only
 `torch.load(weights_only=True)`, which accepts tensors and plain containers and rejects anything else before it runs.
 
 References: Rothe, Narayan, Severyn 2020 (arXiv 1907.12461) for warm-starting and BERTShare; transformers 4.57.6
-`EncoderDecoderModel` for the layouts (REFERENCE.md §2-3).
+`EncoderDecoderModel` for the layouts (its `save_pretrained` output, read key by key).
 """
 
 from __future__ import annotations

@@ -439,7 +439,7 @@ class Seq2SeqCollator:
 
     Targets are tokenised as "[CLS] a b c [SEP]". The decoder starts from decoder_start_token_id =
     [CLS] and `shift_tokens_right(labels)` prepends it, so the labels must not start with [CLS] again:
-    labels = ids[1:] = "a b c [SEP]", and the decoder reads "[CLS] a b c" (REFERENCE.md §2).
+    labels = ids[1:] = "a b c [SEP]", and the decoder reads "[CLS] a b c" (as in transformers' EncoderDecoderModel).
         target "a b" in a batch whose longest target has 3 words:
         ids    [CLS]  a  b  [SEP] [PAD]   ->   labels  a  b  [SEP]  -100
     Padding positions are -100, never the pad id: the loss is CrossEntropyLoss(ignore_index=-100)

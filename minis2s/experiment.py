@@ -29,7 +29,7 @@ one line giving its estimate, before spending the budget.
     python -m minis2s experiment --out runs/experiment     the table (results.md), curves.png, samples.md, models
     python -m minis2s experiment --quick                   the "main job": bert2bert only, about 3 minutes on 2 cores
 
-References: Rothe et al. 2020 (REFERENCE.md §7: CNN/DailyMail ROUGE-2 Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare
+References: Rothe et al. 2020 (arXiv 1907.12461: CNN/DailyMail ROUGE-2 Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare
 18.10); Houlsby et al. 2019 (arXiv 1902.00751) for the adapters; Wang et al. 2020 (arXiv 2002.10957) for MiniLM.
 """
 

@@ -291,7 +291,7 @@ def forward_backward(model, micro_batches: list[dict], d: Dist, autocast, start_
     differ in length: averaging per micro-batch and dividing by k weights a token of a short-target micro-batch more
     than one of a long-target micro-batch; and transformers' Trainer does not divide by k at all for this model
     (EncoderDecoderModel takes **kwargs, so the Trainer expects the model to normalise by num_items_in_batch, which
-    it ignores: REFERENCE.md §2), giving gradients k times too large.
+    it ignores), giving gradients k times too large.
     DDP averages gradients over ranks (divides by world_size), so each rank scales its loss by world_size:
     mean over ranks of (world_size * sum_r / N) = sum over all tokens / N.
     """

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ULPS = 64
 TIED_HF = {"decoder.cls.predictions.decoder.weight", "decoder.cls.predictions.decoder.bias"}
 # bert-base bert2bert sizes in transformers 4.57.6 (BertModel + BertLMHeadModel; BERTShare = tie_encoder_decoder=True).
-# REFERENCE.md §2 gives 137,298,244 for BERTShare; transformers itself counts 138,471,738 (checked in a test below).
+# BERTShare is sometimes quoted as 137,298,244; transformers itself counts 138,471,738 (checked in a test below).
 BERT_BASE_PARAMS, BERTSHARE_PARAMS = 247_363_386, 138_471_738
 
 

@@ -296,7 +296,7 @@ def test_collator_labels_drop_cls_and_mask_padding(tokenizer):
 
 
 def test_shift_tokens_right_of_labels_is_the_decoder_input(tokenizer):
-    # What the model feeds the decoder when given only labels (REFERENCE.md §2; minis2s's shift equals
+    # What the model feeds the decoder when given only labels (as transformers does it; minis2s's shift equals
     # transformers' by tests/test_parity.py) must be "[CLS] a b c": the target ids without their last
     # column, [PAD] where the target is padded.
     labels = Seq2SeqCollator(tokenizer)(PAIRS)["labels"]

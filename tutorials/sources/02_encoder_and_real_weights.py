@@ -401,7 +401,7 @@ def cells() -> list:
         exercise("bert-base without downloading it", r"""
         Build a bert-base-shaped BERT2BERT (`BertConfig()` has bert-base-uncased's shape) on the `meta` device —
         shapes only, no memory, no time — and count its parameters, then those of its cross-attention blocks.
-        Compare with REFERENCE's 247,363,386 and with the 28,366,848 new parameters quoted in section 4.
+        Compare with transformers' own count, 247,363,386, and with the 28,366,848 new parameters quoted in section 4.
         """, r"""
         enc = BertConfig()
         with torch.device("meta"):

@@ -510,7 +510,7 @@ def cells() -> list:
             assert diff <= limit, (preset, diff, limit)
         assert checks["MiniLM counts"] == {"seq_bn": (12, 226_080), "double_seq_bn": (30, 565_200),
                                            "par_bn": (12, 1_776_384), "scaled_par_bn": (12, 1_776_396)}
-        assert checks["bert-base counts"]["seq_bn"] == (24, 1_789_056)             # REFERENCE §5
+        assert checks["bert-base counts"]["seq_bn"] == (24, 1_789_056)             # the adapters library's count
         assert checks["bert-base counts"]["double_seq_bn"] == (60, 4_472_640)
         identity = checks["mam_adapter identity"]
         assert identity["par_bn (mam_adapter init)"] == 0.0

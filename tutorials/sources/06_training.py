@@ -201,7 +201,7 @@ def cells() -> list:
         The two agree only when every micro-batch has the same number of target tokens. Otherwise tokens of
         short-target micro-batches count more. transformers' `Trainer`, for `EncoderDecoderModel`, does the
         same per-micro-batch mean and, in addition, does not divide by $k$ (the model's `**kwargs` make the
-        Trainer expect it to normalise by `num_items_in_batch`, which it ignores; REFERENCE §2): the direction of
+        Trainer expect it to normalise by `num_items_in_batch`, which it ignores): the direction of
         $\mathcal L_\text{mean}$, $k$ times larger.
 
         A demonstration on a tiny model (2 layers, $C = 32$, MiniLM's vocabulary) with $k = 2$ micro-batches:
@@ -473,7 +473,7 @@ def cells() -> list:
             python -m minis2s experiment --out runs/experiment
 
         For scale, the paper's ROUGE-2 on CNN/DailyMail: Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare 18.10
-        (REFERENCE §7).
+        (Rothe et al. 2020, arXiv 1907.12461).
 
         ## Exercises
         """),
