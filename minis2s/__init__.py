@@ -4,14 +4,16 @@ Every module is written by hand in PyTorch and proven equal to transformers' Enc
 adapters library) by the test suite. Start reading at model.py.
 """
 
-from .adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig, Stack
-from .config import BertConfig, EncoderDecoderConfig
+from .adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig, Stack, add_adapter, train_adapter
+from .config import BertConfig, EncoderDecoderConfig, decoder_config_from
+from .convert import special_token_ids, warm_start
 from .generation import GenerationOutput, generate
 from .model import EncoderDecoderModel, Seq2SeqOutput, shift_tokens_right
 from .tokenizer import BatchEncoding, Tokenizer, load_tokenizer
 
 __all__ = [
-    "BertConfig", "EncoderDecoderConfig", "EncoderDecoderModel", "Seq2SeqOutput", "shift_tokens_right",
-    "generate", "GenerationOutput", "load_tokenizer", "Tokenizer", "BatchEncoding",
-    "BnConfig", "SeqBnConfig", "DoubleSeqBnConfig", "ParBnConfig", "Stack",
+    "BertConfig", "EncoderDecoderConfig", "decoder_config_from", "EncoderDecoderModel", "Seq2SeqOutput",
+    "shift_tokens_right", "generate", "GenerationOutput", "load_tokenizer", "Tokenizer", "BatchEncoding",
+    "BnConfig", "SeqBnConfig", "DoubleSeqBnConfig", "ParBnConfig", "Stack", "add_adapter", "train_adapter",
+    "warm_start", "special_token_ids",
 ]
