@@ -4,7 +4,7 @@ Every module is written by hand in PyTorch and proven equal to transformers' Enc
 adapters library) by the test suite. Start reading at model.py.
 """
 
-from .adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig, Stack, add_adapter, train_adapter
+from .adapters_compat import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig, Stack, add_adapter, train_adapter
 from .config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from .convert import special_token_ids, warm_start
 from .generation import GenerationOutput, generate

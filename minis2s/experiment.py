@@ -58,7 +58,7 @@ LABELS = {"random": "Rnd2Rnd (random init)", "bert2bert": "BERT2BERT (warm-start
 
 def build(name: str, bert_dir: Path, seed: int, adapter: str = "double_seq_bn"):
     """The model of configuration `name`, ready to train (adapters: frozen base, trainable adapters + cross-attention)."""
-    from .adapters import add_adapter, train_adapter
+    from .adapters_compat import add_adapter, train_adapter
     from .convert import warm_start
 
     if name == "random":
@@ -247,7 +247,7 @@ def save_model(model, tokenizer, run_dir: Path, name: str) -> Path:
     An adapter model's base (with its trained cross-attention and LM head) goes there too, and the adapter itself
     into `run_dir/adapter` (save_adapter: kilobytes, loadable in the adapters library).
     """
-    from .adapters import save_adapter
+    from .adapters_compat import save_adapter
 
     model.save_pretrained(run_dir / "model")  # the base model: adapters are never part of it
     tokenizer.save_pretrained(run_dir / "model")

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import AdapterMixin
+from .adapters_compat import AdapterMixin
 from .attention import KVCache, causal_mask, padding_mask
 from .checkpoint import atomic_directory, unique_state, write_safetensors
 from .config import BertConfig, EncoderDecoderConfig

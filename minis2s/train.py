@@ -374,7 +374,7 @@ def evaluate(model, tokenizer, pairs, *, batch_size: int = 64, max_source_len: i
 
 def _trained_adapters(model) -> list[str]:
     """Names of the model's adapters that are being trained (any of their parameters requires grad)."""
-    from .adapters import adapter_parameters
+    from .adapters_compat import adapter_parameters
 
     names = list(getattr(model, "adapters_config", None) or {})
     return [n for n in names if any(p.requires_grad for p in adapter_parameters(model, n).values())]
@@ -417,7 +417,7 @@ def checkpoint_dirs(out_dir) -> list[Path]:
 def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, stream: BatchStream, rng_states: list,
                     cfg: TrainConfig) -> None:
     """Write checkpoint `path` atomically: everything goes into a temporary directory renamed into place at the end."""
-    from .adapters import save_adapter
+    from .adapters_compat import save_adapter
     from .checkpoint import atomic_directory
 
     with atomic_directory(path, force=True) as tmp:
@@ -442,7 +442,7 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, stream: 
 
 def load_checkpoint(path: Path, model, optimizer, device) -> dict:
     """Put a checkpoint's weights into `model` and its state into `optimizer`; return the rest of the state."""
-    from .adapters import adapter_parameters
+    from .adapters_compat import adapter_parameters
 
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     targets = {("model/model.safetensors", k): p for k, p in _base_state(model).items()}
@@ -938,7 +938,7 @@ def build_model(args) -> tuple:
         info = {"random_init_like": str(src), "share": args.share}
     tokenizer = load_tokenizer(src)
     if args.adapter:
-        from .adapters import add_adapter, train_adapter
+        from .adapters_compat import add_adapter, train_adapter
         add_adapter(model, args.adapter_name, args.adapter)
         train_adapter(model, args.adapter_name, train_cross_attention=args.train_cross_attention,
                       train_lm_head=args.train_lm_head)

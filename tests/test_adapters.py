@@ -1,4 +1,5 @@
-"""Bottleneck adapters (minis2s/adapters.py) against the adapters library 1.3.0 on transformers' EncoderDecoderModel.
+"""Bottleneck adapters (minis2s/adapters.py, adapters_compat.py) against the adapters library 1.3.0 on transformers'
+EncoderDecoderModel.
 
 The proof is parity: the same base weights (conftest `hf_twin`) and the same adapter weights, perturbed with random
 values so that every term matters (zero-initialised W_up, LayerNorms, gates, scalings), give the same logits, loss and
@@ -7,12 +8,16 @@ files move both ways with identical outputs. "The same" is judged as in test_par
 adapters model also runs in float64, and minis2s's float32 error against it must be at most 4x the adapters
 library's own float32 error plus 8 ulps (fp32 CPU, eval mode), a rule that holds on any CPU. Then what adapters
 1.3.0 lacks: one-stack placement, train_cross_attention, adapters in the model's dtype, strict loading, no crash on
-the flag combinations that crash it. Last, the bert-base bert2bert parameter counts (seq_bn 24 modules / 1,789,056
-parameters; double_seq_bn 60 / 4,472,640), built on the meta device.
+the flag combinations that crash it. The three small modules of adapters.py (Houlsby, Pfeiffer, Parallel) are built
+exactly for the configs that are their idea, and from the same weights give bit-identical (torch.equal) outputs and
+gradients to the general flag-driven module, alone and in a Stack, in train and eval mode. Last, the bert-base
+bert2bert parameter counts (seq_bn 24 modules / 1,789,056 parameters; double_seq_bn 60 / 4,472,640), built on the meta
+device.
 
 Run: python -m pytest -q tests/test_adapters.py
 """
 
+import copy
 import json
 
 import pytest
@@ -20,11 +25,12 @@ import torch
 
 from conftest import DEVICES, assert_close, hf_twin, random_batch, require, require_adapters, tiny_config
 from numerics import assert_accurate, float64_twin, gradient_scale
-from minis2s import adapters as A
-from minis2s.adapters import BnConfig, DoubleSeqBnConfig, ParBnConfig, SeqBnConfig, Stack
+from minis2s import adapters_compat as A
+from minis2s.adapters import Houlsby, Parallel, Pfeiffer
+from minis2s.adapters_compat import BnConfig, DoubleSeqBnConfig, FlagBottleneck, ParBnConfig, SeqBnConfig, Stack
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from minis2s.generation import generate
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -204,6 +210,79 @@ def test_generation_matches_adapters(lib, num_beams):
     assert ours.tolist() != plain.tolist()  # and the adapter did change what was generated
 
 
+# -- the three small modules: chosen exactly for their idea, and equal to the general module bit for bit ------------
+
+@pytest.mark.parametrize("config, expected", [
+    ("double_seq_bn", Houlsby), ("houlsby", Houlsby), ("seq_bn", Pfeiffer), ("pfeiffer", Pfeiffer),
+    ("par_bn", Parallel), ("scaled_par_bn", Parallel),
+    # The same flags with another size, non-linearity, init, placement or constant s: still the idea.
+    (DoubleSeqBnConfig(reduction_factor={"0": 2, "default": 8}, non_linearity="gelu", init_weights="houlsby",
+                       leave_out=[1]), Houlsby),
+    (SeqBnConfig(mh_adapter=True, init_weights_seed=3, stacks=("decoder",)), Pfeiffer),
+    (ParBnConfig(scaling=2.0, init_weights="bert", non_linearity="leakyrelu"), Parallel),
+    # One flag more: the general module.
+    (SeqBnConfig(ln_after=True), FlagBottleneck), (DoubleSeqBnConfig(scaling=2.0), FlagBottleneck),
+    (DoubleSeqBnConfig(residual_before_ln=False), FlagBottleneck), (SeqBnConfig(dropout=0.1), FlagBottleneck),
+    (ParBnConfig(scaling="channel"), FlagBottleneck), (ParBnConfig(use_gating=True), FlagBottleneck),
+    (SeqBnConfig(original_ln_after=False), FlagBottleneck),
+    (BnConfig(**BASE), Houlsby),  # the parity cases' base config is Houlsby's flags
+], ids=lambda v: v if isinstance(v, str) else getattr(v, "__name__", None))
+def test_add_adapter_builds_the_small_module_of_an_idea(config, expected):
+    model = EncoderDecoderModel(tiny_config())
+    A.add_adapter(model, "a", config)
+    assert {type(m) for *_, m in A._adapter_modules(model, "a")} == {expected}
+
+
+def as_general(model):
+    """A copy of `model` with every adapter module replaced by a FlagBottleneck holding the same weights."""
+    twin = copy.deepcopy(model)
+    for layer in [*twin.encoder.layers, *twin.decoder.layers]:
+        for site in layer.adapters.values():
+            for name, small in site.items():
+                general = FlagBottleneck(twin.adapters_config[name], small.down.in_features, small.down.out_features)
+                general.load_state_dict(small.state_dict())  # strict: the same parameter names, nothing missing
+                site[name] = general.train(small.training)
+    return twin
+
+
+IDEA_SETUPS = {**{p: p for p in ("double_seq_bn", "seq_bn", "par_bn", "scaled_par_bn")},
+               "stack_houlsby_pfeiffer": Stack("double_seq_bn", "seq_bn"),
+               "stack_pfeiffer_parallel": Stack("seq_bn", "par_bn"),
+               "stack_parallel_houlsby": Stack("scaled_par_bn", "double_seq_bn")}
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("setup", list(IDEA_SETUPS))
+def test_small_modules_equal_the_general_module(setup, mode):
+    """Houlsby / Pfeiffer / Parallel compute exactly what FlagBottleneck computes for their preset: torch.equal."""
+    torch.manual_seed(0)
+    model = EncoderDecoderModel(tiny_config())
+    for k, preset in enumerate(("double_seq_bn", "seq_bn", "par_bn", "scaled_par_bn")):
+        A.add_adapter(model, preset, preset)
+        perturb(model, preset, seed=10 + k)  # W_up of par_bn leaves zero, s of scaled_par_bn leaves one
+    general = as_general(model)
+    assert {type(m).__name__ for *_, m in A._adapter_modules(model, "seq_bn")} == {"Pfeiffer"}
+    assert {type(m).__name__ for *_, m in A._adapter_modules(general, "seq_bn")} == {"FlagBottleneck"}
+    batch = random_batch(99)
+    outs = []
+    for m in (model, general):
+        A.set_active_adapters(m, IDEA_SETUPS[setup])
+        m.train(mode == "train")
+        torch.manual_seed(1)  # the same dropout masks in train mode
+        out = m(**batch)
+        out.loss.backward()
+        outs.append((out, dict(m.named_parameters())))
+    (ours, ours_p), (theirs, theirs_p) = outs
+    assert torch.equal(ours.logits, theirs.logits), f"max abs diff {(ours.logits - theirs.logits).abs().max()}"
+    assert torch.equal(ours.loss, theirs.loss)
+    assert ours_p.keys() == theirs_p.keys()
+    for n, p in ours_p.items():  # every gradient: adapters' and the base model's
+        q = theirs_p[n]
+        assert (p.grad is None) == (q.grad is None), n
+        assert p.grad is None or torch.equal(p.grad, q.grad), f"{n}: max abs diff {(p.grad - q.grad).abs().max()}"
+    assert any(".adapters." in n and p.grad is not None and p.grad.abs().max() > 0 for n, p in ours_p.items())
+
+
 # -- init, training ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("config", ["par_bn", "scaled_par_bn",
@@ -272,6 +351,7 @@ def test_delete_adapter_restores_the_plain_model():
     A.add_adapter(model, "b", "seq_bn")
     A.set_active_adapters(model, Stack("a", "b"))
     assert not torch.equal(model(**batch).logits, plain)
+    assert copy.deepcopy(model).active_adapters == Stack("a", "b")  # a Stack survives copying (and pickling)
     A.delete_adapter(model, "a")
     assert model.active_adapters == Stack("b")
     A.delete_adapter(model, "b")

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from conftest import assert_close, require, tiny_config
-from minis2s.adapters import BnConfig, add_adapter, train_adapter
+from minis2s.adapters_compat import BnConfig, add_adapter, train_adapter
 from minis2s.checkpoint import read_safetensors
 from minis2s.data import Pair
 from minis2s.model import EncoderDecoderModel

@@ -49,7 +49,7 @@ def cells() -> list:
         import transformers
 
         from minis2s import DoubleSeqBnConfig, EncoderDecoderModel, ParBnConfig, SeqBnConfig, load_tokenizer
-        from minis2s.adapters import adapter_parameters
+        from minis2s.adapters_compat import adapter_parameters
         from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
         from minis2s.convert import to_hf
 

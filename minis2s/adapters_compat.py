@@ -1,0 +1,564 @@
+"""The adapters library's world around adapters.py: its configs, its general bottleneck, Stack, its API and files.
+
+`BnConfig` is the library's bottleneck config (adapters 1.3.0), every field, checked. At each site `add_adapter`
+builds `Houlsby`, `Pfeiffer` or `Parallel` (adapters.py) when the config is exactly that idea (its flags; any
+reduction factor, non-linearity, init or leave_out), else `FlagBottleneck`, which follows every flag in the library's
+order of operations; from the same weights both give identical outputs and gradients (tests/test_adapters.py).
+
+Placement is that of adapters 1.3.0 on a transformers EncoderDecoderModel, so that adapter files move between the two:
+`mh_adapter` puts an adapter after self-attention and, in decoder layers, another after cross-attention;
+`output_adapter` one after the FFN; layer ids (`leave_out`, per-layer `reduction_factor`) restart at 0 in the decoder.
+Beyond adapters 1.3.0: `stacks=("decoder",)` (one stack only); `train_adapter(..., train_cross_attention=True)`
+(warm-started cross-attention is random); adapters in the dtype and on the device of their layer; strict
+`load_adapter`; the flag combinations that crash adapters 1.3.0 work (integer `scaling`, `ln_before` saved as
+safetensors) or are refused with a message (`residual_before_ln="post_add"` without `original_ln_before`).
+
+Use it as functions (`add_adapter(model, "sum", "seq_bn")`) or, with `AdapterMixin` among the model's bases, as
+methods (`model.add_adapter("sum", "seq_bn")`). Reference: Poth et al. 2023, Adapters: A Unified Library for
+Parameter-Efficient and Modular Transfer Learning (arXiv 2311.11077). Shapes: B batch, T length, C hidden.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .adapters import ACTS, Bottleneck, Houlsby, Parallel, Pfeiffer
+from .checkpoint import check_state, to_hf_name
+from .files import atomic_write, read_json, read_safetensors, write_json, write_safetensors
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class BnConfig:
+    """A bottleneck adapter's architecture: the adapters library's field names, defaults and meanings, checked."""
+
+    mh_adapter: bool  # an adapter after self-attention (and, in decoder layers, another after cross-attention)
+    output_adapter: bool  # an adapter after the FFN
+    reduction_factor: float | dict  # d = C // rf (at least 1); or per layer id {"1": 4, "default": 16}
+    non_linearity: str  # relu, swish/silu, gelu (erf), gelu_new (tanh), leakyrelu
+    original_ln_before: bool = False  # feed the adapter LN(h + x), the layer's own post-LN output
+    original_ln_after: bool = True  # finish with the layer's own x = LN(out + x); False returns out itself
+    ln_before: bool = False  # a new LayerNorm (eps 1e-5) on the adapter's input
+    ln_after: bool = False  # a new LayerNorm (eps 1e-5) on the adapter's output
+    init_weights: str = "bert"  # "bert" N(0, 0.02) | "mam_adapter" W_up = 0: an identity | "houlsby" N(0, 0.01) cut at 2σ
+    init_weights_seed: int | None = None  # if set (non-zero), every adapter module starts from this same seed
+    is_parallel: bool = False  # the adapter reads the sub-block's input x and its output is added beside h
+    scaling: float | str = 1.0  # A(.) times a constant, a "learned" scalar, or a learned per-"channel" vector
+    use_gating: bool = False  # times mean_T sigmoid(W_g z + b_g): a learned, per-example gate
+    residual_before_ln: bool | str = True  # adapter residual: h (True), LN(h + x) (False), h + x ("post_add")
+    adapter_residual_before_ln: bool = False  # add that residual before ln_after (True) or after it (False)
+    cross_adapter: bool = False  # kept for file compatibility; adapters 1.3.0 ignores it for BERT, and so do we
+    leave_out: list[int] = field(default_factory=list)  # layer ids without adapters, counted from 0 in each stack
+    dropout: float = 0.0  # on the scaled adapter output
+    stacks: tuple[str, ...] = ("encoder", "decoder")  # minis2s only: the stacks that get adapters
+
+    def __post_init__(self):
+        # Normalise what JSON or a user may hand us, then refuse anything adapters would crash on or misread.
+        self.stacks = (self.stacks,) if isinstance(self.stacks, str) else tuple(self.stacks)
+        self.leave_out = [int(i) for i in self.leave_out]
+        if _number(self.scaling):
+            self.scaling = float(self.scaling)  # adapters 1.3.0 rejects scaling=4 ("Unknown scaling type"); 4.0 works
+        if isinstance(self.reduction_factor, Mapping):  # adapters looks layer i up as str(i): {1: 4} would be ignored
+            self.reduction_factor = {str(k): v for k, v in self.reduction_factor.items()}
+        problems = self._problems()
+        if problems:
+            raise ValueError("invalid adapter config: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        rf, s, res = self.reduction_factor, self.scaling, self.residual_before_ln
+        p = [f"{f.name} must be True or False, got {getattr(self, f.name)!r}" for f in fields(self)
+             if f.type == "bool" and not isinstance(getattr(self, f.name), bool)]
+        checks = [  # (what must hold, what is wrong when it does not)
+            (self.mh_adapter or self.output_adapter, "neither mh_adapter nor output_adapter is set: no module to add"),
+            (all(_number(r) and r > 0 for r in (rf.values() if isinstance(rf, dict) else [rf])) and
+             (not isinstance(rf, dict) or all(k == "default" or k.isdigit() for k in rf)),
+             f"reduction_factor {rf!r} is not a number > 0 or a dict of them by layer id or 'default'"),
+            (isinstance(self.non_linearity, str) and self.non_linearity.lower() in ACTS,
+             f"non_linearity {self.non_linearity!r} is not one of {sorted(ACTS)}"),
+            (self.init_weights in ("bert", "mam_adapter", "houlsby"),
+             f"init_weights {self.init_weights!r} is not 'bert', 'mam_adapter' or 'houlsby'"),
+            (isinstance(s, float) or s in ("learned", "channel"), f"scaling {s!r} is not a number, 'learned' or 'channel'"),
+            (isinstance(res, bool) or res == "post_add", f"residual_before_ln {res!r} is not True, False or 'post_add'"),
+            # adapters 1.3.0 crashes here (UnboundLocalError): "post_add" is the sum h + x, made by original_ln_before.
+            (res != "post_add" or self.original_ln_before or self.is_parallel,
+             "residual_before_ln='post_add' takes the residual after adding x, which needs original_ln_before=True"),
+            (_number(self.dropout) and 0 <= self.dropout < 1, f"dropout {self.dropout!r} is not in [0, 1)"),
+            (all(i >= 0 for i in self.leave_out), f"leave_out {self.leave_out} holds a negative layer id"),
+            (self.stacks and set(self.stacks) <= {"encoder", "decoder"} and len(set(self.stacks)) == len(self.stacks),
+             f"stacks {self.stacks!r} must name 'encoder' and/or 'decoder' once each"),
+            (self.init_weights_seed is None or isinstance(self.init_weights_seed, int),
+             f"init_weights_seed {self.init_weights_seed!r} is not an integer"),
+        ]
+        return p + [problem for ok, problem in checks if not ok]
+
+    def replace(self, **changes) -> BnConfig:
+        """A copy with some fields changed, as in adapters: `SeqBnConfig().replace(reduction_factor=8)`."""
+        return replace(self, **changes)
+
+    def rf_for_layer(self, i: int) -> float:
+        """The reduction factor of layer id i (per stack): its own entry, else "default"."""
+        rf = self.reduction_factor
+        if isinstance(rf, dict) and str(i) not in rf and "default" not in rf:
+            raise ValueError(f"reduction_factor {rf} has no entry for layer {i} and no 'default'")
+        return rf.get(str(i), rf.get("default")) if isinstance(rf, dict) else rf
+
+    def to_dict(self) -> dict:
+        """The "config" of adapter_config.json: every field adapters 1.3.0 writes, and `stacks` unless both."""
+        d = {**LIBRARY_ONLY, **asdict(self), "leave_out": list(self.leave_out), "stacks": list(self.stacks)}
+        if set(self.stacks) == {"encoder", "decoder"}:
+            del d["stacks"]  # the default: the file is exactly an adapters 1.3.0 file
+        return dict(sorted(d.items()))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> BnConfig:
+        """Read the "config" of an adapter_config.json (or an adapters `BnConfig`, which is a Mapping)."""
+        d, ours = dict(d), {f.name for f in fields(cls)}
+        if d.get("architecture") not in (None, "bottleneck"):
+            raise ValueError(f"adapter architecture {d['architecture']!r} is not a bottleneck adapter "
+                             "(minis2s implements bottleneck adapters only)")
+        for key in ("phm_layer", "inv_adapter", "stochastic_depth"):
+            if d.get(key):
+                raise ValueError(f"{key}={d[key]!r} is not implemented in minis2s (Compacter, invertible adapters "
+                                 "and stochastic depth are not)")
+        unknown = sorted(set(d) - ours - set(LIBRARY_ONLY) - {"architecture"})
+        if unknown:
+            raise ValueError(f"unknown adapter config field(s): {', '.join(unknown)}")
+        return cls(**{k: v for k, v in d.items() if k in ours})
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# The library's fields for what minis2s does not implement (Compacter's PHM layers, invertible adapters, stochastic
+# depth), at their defaults: written so that the file is complete; a feature switched on is refused on reading.
+LIBRARY_ONLY = dict(phm_layer=False, phm_dim=4, factorized_phm_W=True, shared_W_phm=False, shared_phm_rule=True,
+                    factorized_phm_rule=False, phm_c_init="normal", phm_init_range=0.0001, learn_phm=True,
+                    hypercomplex_nonlinearity="glorot-uniform", phm_rank=1, phm_bias=True, inv_adapter=None,
+                    inv_adapter_reduction_factor=None, stochastic_depth=0.0)
+
+# The library's presets, by their current and their old names; the three that are ideas of adapters.py.
+PRESETS = {
+    "seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu",
+                   original_ln_before=True),
+    "double_seq_bn": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish"),
+    "par_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=2, non_linearity="relu",
+                   is_parallel=True, scaling=4.0, init_weights="mam_adapter"),
+}
+PRESETS["scaled_par_bn"] = {**PRESETS["par_bn"], "scaling": "learned"}
+PRESET_ALIASES = {"pfeiffer": "seq_bn", "houlsby": "double_seq_bn", "parallel": "par_bn",
+                  "scaled_parallel": "scaled_par_bn"}
+IDEAS = {"double_seq_bn": Houlsby, "seq_bn": Pfeiffer, "par_bn": Parallel}
+
+
+def SeqBnConfig(**changes) -> BnConfig:  # named like the adapters classes they stand for
+    """Pfeiffer et al.: one adapter after the FFN, fed LN(h + x)."""
+    return BnConfig(**{**PRESETS["seq_bn"], **changes})
+
+
+def DoubleSeqBnConfig(**changes) -> BnConfig:
+    """Houlsby et al.: adapters after attention and after the FFN, fed h."""
+    return BnConfig(**{**PRESETS["double_seq_bn"], **changes})
+
+
+def ParBnConfig(**changes) -> BnConfig:
+    """He et al.: a scaled adapter beside the FFN, fed x, starting as an identity."""
+    return BnConfig(**{**PRESETS["par_bn"], **changes})
+
+
+def resolve_config(config: str | BnConfig | Mapping | None) -> BnConfig:
+    """A preset name ("seq_bn", "pfeiffer", ...), a BnConfig, or a dict -> BnConfig. None means "seq_bn", as in adapters."""
+    if isinstance(config, BnConfig):
+        return config
+    if isinstance(config, Mapping):
+        return BnConfig.from_dict(config)
+    name = PRESET_ALIASES.get(config, config or "seq_bn") if isinstance(config, (str, type(None))) else None
+    if name not in PRESETS:
+        raise ValueError(f"unknown adapter config {config!r}: not a BnConfig, a dict or one of the presets "
+                         f"{', '.join([*PRESETS, *PRESET_ALIASES])}")
+    return BnConfig(**PRESETS[name])
+
+
+class Stack(tuple):
+    """Stack("a", "b"): at every site adapter a runs first and its output is b's input (adapters' `Stack`)."""
+
+    def __new__(cls, *names: str):
+        if not names or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"Stack takes adapter names (strings), got {names!r}; nested compositions are not supported")
+        return super().__new__(cls, names)
+
+    def __getnewargs__(self):  # copy and pickle call Stack(*names)
+        return tuple(self)
+
+    def __repr__(self):
+        return f"Stack({', '.join(map(repr, self))})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The modules
+
+
+class FlagBottleneck(Bottleneck):
+    """Any BnConfig at one site: a = gate(z) * dropout(s * A(LN_b(z))), with LN_a and the residuals its flags ask for.
+
+    The three steps of adapters.py, each following the flags in the library's order of operations.
+    """
+
+    def __init__(self, config: BnConfig, C: int, d: int, dtype=None, device=None):
+        kw = dict(dtype=dtype, device=device)
+        super().__init__(C, d, config.non_linearity, **kw)  # library: adapter_down.0 (.1 after LN_b), adapter_up
+        self.config = config
+        self.ln_before = nn.LayerNorm(C, **kw) if config.ln_before else None  # library: adapter_down.0
+        learned = {"learned": 1, "channel": C}.get(config.scaling)  # one learned scalar, or one per channel
+        self.scaling = nn.Parameter(torch.ones(learned, **kw)) if learned else config.scaling  # a constant: not saved
+        self.ln_after = nn.LayerNorm(C, **kw) if config.ln_after else None  # library: adapter_norm_after
+        self.gate = nn.Linear(C, 1, **kw) if config.use_gating else None  # library: gate
+        self.drop = nn.Dropout(config.dropout)
+
+    def inputs(self, h, x, ln):
+        """What the adapter reads (z) and the residual it adds back (r). h: the sub-block's output, x: its input."""
+        cfg = self.config
+        if cfg.is_parallel:
+            return x, x  # z = r = x: the adapter reads what the sub-block read
+        z, r = h, (h if cfg.residual_before_ln is True else None)
+        if cfg.original_ln_before:
+            z = h + x
+            r = z if cfg.residual_before_ln == "post_add" else r  # r = h + x
+            z = ln(z)  # z = LN(h + x), the layer's own output
+        return z, (z if cfg.residual_before_ln is False else r)  # False: r = z, i.e. LN(h + x) or h
+
+    def adapt(self, z, r):
+        """gate(z) * dropout(s A(LN_b(z))), then r added before or after LN_a (parallel: no r; h comes in `close`)."""
+        cfg = self.config
+        out = self.drop(self.A(self.ln_before(z) if self.ln_before is not None else z) * self.scaling)
+        if self.gate is not None:  # one gate per example: sigmoid(W_g z + b_g) averaged over T, padding included
+            out = out * torch.sigmoid(self.gate(z)).mean(dim=1, keepdim=True)  # (B, T, 1) -> (B, 1, 1)
+        if cfg.adapter_residual_before_ln and not cfg.is_parallel:
+            out = out + r
+        if self.ln_after is not None:
+            out = self.ln_after(out)
+        return out if cfg.adapter_residual_before_ln or cfg.is_parallel else out + r
+
+    def close(self, out, h, x, ln):
+        """Back into the residual stream: LN(out [+ h if parallel] + x) with the layer's own LN, or out as it is."""
+        out = out + h if self.config.is_parallel else out
+        return ln(out + x) if self.config.original_ln_after else out
+
+    def forward(self, h, x, ln):
+        return self.close(self.adapt(*self.inputs(h, x, ln)), h, x, ln)
+
+
+# The fields that shape the equation at a site (the others set placement, size, non-linearity and init).
+EQUATION_FLAGS = ("original_ln_before", "original_ln_after", "ln_before", "ln_after", "is_parallel", "use_gating",
+                  "residual_before_ln", "adapter_residual_before_ln", "dropout")
+
+
+def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
+    """One site's module, initialised: Houlsby, Pfeiffer or Parallel (s: any constant or "learned") when `config` has
+    exactly that preset's EQUATION_FLAGS, else FlagBottleneck."""
+    m = None
+    for name, idea in IDEAS.items():
+        ref = BnConfig(**PRESETS[name])
+        if all(getattr(config, f) == getattr(ref, f) for f in EQUATION_FLAGS) and m is None:
+            if idea is Parallel and config.scaling != "channel":
+                m = Parallel(C, d, config.non_linearity, config.scaling, dtype, device)
+            elif config.scaling == ref.scaling:
+                m = idea(C, d, config.non_linearity, dtype, device)
+    m = m or FlagBottleneck(config, C, d, dtype, device)
+    init_weights(m, config)
+    return m
+
+
+@torch.no_grad()
+def init_weights(m: Bottleneck, config: BnConfig) -> None:
+    """The library's schemes. "bert": N(0, 0.02), zero biases (the gate too). "mam_adapter": W_down as PyTorch's
+    Linear, W_up = b_up = 0 (A = 0, an exact identity). "houlsby": N(0, 0.01) cut at ±0.02 (the gate: PyTorch's)."""
+    g, gate = None, getattr(m, "gate", None)
+    if config.init_weights_seed and m.down.weight.device.type != "meta":
+        g = torch.Generator(m.down.weight.device).manual_seed(config.init_weights_seed)
+    if config.init_weights == "houlsby":
+        for lin in (m.down, m.up):
+            nn.init.trunc_normal_(lin.weight, mean=0.0, std=1e-2, a=-2e-2, b=2e-2, generator=g)
+            nn.init.zeros_(lin.bias)
+        return
+    if config.init_weights == "mam_adapter":
+        nn.init.kaiming_uniform_(m.down.weight, a=math.sqrt(5), generator=g)
+        for t in (m.down.bias, m.up.weight, m.up.bias):
+            nn.init.zeros_(t)
+    for lin in ((m.down, m.up, gate) if config.init_weights == "bert" else (gate,)):
+        if lin is not None:
+            nn.init.normal_(lin.weight, 0.0, 0.02, generator=g)
+            nn.init.zeros_(lin.bias)
+
+
+class AdapterSite(nn.ModuleDict):
+    """All adapters at one residual line of one layer, by name; runs the active ones in place of `LN(x + h)`."""
+
+    def __init__(self):
+        super().__init__()
+        self.active: tuple[str, ...] = ()  # set by `set_active_adapters` for every site at once
+
+    def forward(self, h, x, ln):
+        names = [n for n in self.active if n in self]
+        if len(names) <= 1:  # the plain post-LN line, or one adapter's equation
+            return self[names[0]](h, x, ln) if names else ln(x + h)
+        z = h  # Stack(a, b): b's inputs are taken from a's output; the last one closes the line
+        for n in names:
+            z = self[n].adapt(*self[n].inputs(z, x, ln))
+        return self[names[-1]].close(z, h, x, ln)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model API, in the adapters library's words
+
+# Each site and the layer's LayerNorm that closes its residual line. transformers keeps that LayerNorm in the module
+# that also holds the site's adapters ("attention.output.LayerNorm" beside "attention.output.adapters").
+SITE_LN = {"attn": "attn_ln", "cross": "cross_ln", "ffn": "ffn_ln"}
+
+
+def _configs(model, name: str | None = None) -> dict[str, BnConfig]:
+    """The model's {adapter name: config}; with `name`, first check that the model has it."""
+    if getattr(model, "adapters_config", None) is None:
+        model.adapters_config = {}
+    if name is not None and name not in model.adapters_config:
+        raise ValueError(f"the model has no adapter named {name!r}; it has {list(model.adapters_config)}")
+    return model.adapters_config
+
+
+def _places(model, config: BnConfig):
+    """(layer id, site, layer) for every place `config` puts an adapter."""
+    for stack in config.stacks:
+        for i, layer in enumerate(getattr(model, stack).layers):
+            if i not in config.leave_out:
+                sites = ["attn", "cross"] * config.mh_adapter + ["ffn"] * config.output_adapter
+                yield from ((i, site, layer) for site in sites if site != "cross" or layer.cross_attn is not None)
+
+
+def _adapter_modules(model, name: str):
+    """(stack, layer id, site, module) for every module of adapter `name`."""
+    for stack in ("encoder", "decoder"):
+        for i, layer in enumerate(getattr(model, stack).layers):
+            yield from ((stack, i, site, ms[name]) for site, ms in layer.adapters.items() if name in ms)
+
+
+def add_adapter(model, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False) -> None:
+    """Add adapter `adapter_name` with `config` (a preset name, a BnConfig or a dict; default "seq_bn").
+
+    Each module is created in the dtype and on the device of the layer it joins. It is not active until
+    `set_active_adapters` (or `set_active=True`).
+    """
+    if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
+        raise ValueError(f"adapter name must be a non-empty string without '.', got {adapter_name!r}")
+    config = resolve_config(config)
+    if adapter_name in _configs(model) and not overwrite_ok:
+        raise ValueError(f"the model already has an adapter named {adapter_name!r} (pass overwrite_ok=True)")
+    places = list(_places(model, config))
+    if not places:
+        raise ValueError(f"adapter {adapter_name!r} would add no module: leave_out={config.leave_out} "
+                         f"covers every layer of {config.stacks}")
+    lns = [getattr(layer, SITE_LN[site]) for _, site, layer in places]
+    # d = C // rf, at least 1; all computed before anything changes, so a bad per-layer rf leaves the model as it was.
+    sizes = [max(1, int(ln.normalized_shape[0] // config.rf_for_layer(i))) for (i, _, _), ln in zip(places, lns)]
+    if adapter_name in _configs(model):
+        delete_adapter(model, adapter_name)
+    for (_, site, layer), ln, d in zip(places, lns, sizes):
+        if site not in layer.adapters:
+            layer.adapters[site] = AdapterSite()
+            layer.adapters[site].active = _active_names(model)
+        module = site_module(config, ln.normalized_shape[0], d, dtype=ln.weight.dtype, device=ln.weight.device)
+        layer.adapters[site][adapter_name] = module.train(layer.training)
+    _configs(model)[adapter_name] = config
+    if set_active:
+        set_active_adapters(model, adapter_name)
+
+
+def delete_adapter(model, adapter_name: str) -> None:
+    """Remove adapter `adapter_name` everywhere; a site left empty goes too (the layer's plain line returns)."""
+    del _configs(model, adapter_name)[adapter_name]
+    for layer in [*model.encoder.layers, *model.decoder.layers]:
+        for site, modules in list(layer.adapters.items()):
+            if adapter_name in modules:
+                del modules[adapter_name]
+            if len(modules) == 0:
+                del layer.adapters[site]
+    remaining = [n for n in _active_names(model) if n != adapter_name]
+    set_active_adapters(model, Stack(*remaining) if remaining else None)
+
+
+def _active_names(model) -> tuple[str, ...]:
+    return tuple(getattr(model, "active_adapters", None) or ())
+
+
+def set_active_adapters(model, adapter_setup) -> None:
+    """Use these adapters in every forward pass: a name, Stack(a, b) (a list means a Stack), or None for none."""
+    if not isinstance(adapter_setup, (str, list, tuple, type(None))):
+        raise TypeError(f"adapter setup must be a name, a list of names, Stack(...) or None, got {adapter_setup!r} "
+                        "(other compositions -- Fuse, Parallel, Average, Split, BatchSplit -- are not implemented)")
+    setup = Stack(*([adapter_setup] if isinstance(adapter_setup, str) else adapter_setup)) if adapter_setup else None
+    for n in setup or ():
+        _configs(model, n)
+    model.active_adapters = setup
+    for layer in [*model.encoder.layers, *model.decoder.layers]:
+        for site in layer.adapters.values():
+            site.active = tuple(setup or ())
+
+
+def train_adapter(model, adapter_setup, train_cross_attention: bool = False, train_lm_head: bool = False) -> None:
+    """Train mode; every parameter frozen except those of the given adapter(s), which become the active setup.
+
+    train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm: in a warm-started
+    BERT2BERT they are random, and freezing them is a known reason adapter training of such models stalls (adapters
+    issue #575). train_lm_head=True also trains the LM head's transform and bias (not the tied word embeddings), new
+    too when the checkpoint had no MLM head (all-MiniLM-L6-v2 is a bare BertModel). adapters 1.3.0 has neither.
+    """
+    set_active_adapters(model, adapter_setup)
+    model.train().requires_grad_(False)
+    for *_, module in (m for name in _active_names(model) for m in _adapter_modules(model, name)):
+        module.requires_grad_(True)
+    for layer in model.decoder.layers if train_cross_attention else []:
+        layer.cross_attn.requires_grad_(True)
+        layer.cross_ln.requires_grad_(True)
+    if train_lm_head:
+        for p in (*model.lm_head.dense.parameters(), *model.lm_head.ln.parameters(), model.lm_head.bias):
+            p.requires_grad_(True)
+
+
+def adapter_summary(model, as_dict: bool = False):
+    """Parameters per adapter and as a % of the base model (adapters excluded), as a table or a list of dicts."""
+    base = [p for n, p in model.named_parameters() if ".adapters." not in n]
+    n_base, trainable = sum(p.numel() for p in base), {p.requires_grad for p in base}
+    rows = []
+    for name in _configs(model):
+        modules = [m for *_, m in _adapter_modules(model, name)]
+        params = [p for m in modules for p in m.parameters()]
+        n = sum(p.numel() for p in params)
+        rows.append({"name": name, "architecture": "bottleneck", "#modules": len(modules), "#param": n,
+                     "%param": 100.0 * n / n_base, "active": name in _active_names(model),
+                     "train": all(p.requires_grad for p in params)})
+    rows.append({"name": "Full model", "architecture": "", "#modules": "", "#param": n_base, "%param": 100.0,
+                 "active": "", "train": trainable.pop() if len(trainable) == 1 else "part"})
+    if as_dict:
+        return rows
+    cols = [("name", "Name", "<25"), ("architecture", "Architecture", "<14"), ("#modules", "Modules", ">8"),
+            ("#param", "#Param", ">13"), ("%param", "%Param", ">10"), ("active", "Active", ">8"), ("train", "Train", ">8")]
+    show = lambda k, v: (f"{v:,}" if k == "#param" else f"{v:.3f}" if k == "%param" else  # noqa: E731
+                         ("yes" if v else "no") if isinstance(v, bool) else str(v))
+    head, *lines = ["".join(f"{show(k, r[k]) if r else h:{w}}" for k, h, w in cols) for r in [None, *rows]]
+    return "\n".join(["=" * 86, head, "-" * 86, *lines[:-1], "-" * 86, lines[-1], "=" * 86])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files: adapter_config.json + adapter.safetensors (or adapters' pytorch_adapter.bin), in the adapters library's
+# format. Tensor keys are full transformers EncoderDecoderModel paths, e.g.
+#     decoder.layers.3.adapters.cross.sum.down.weight   (minis2s)
+#     decoder.bert.encoder.layer.3.crossattention.output.adapters.sum.adapter_down.0.weight   (adapters)
+
+CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
+
+
+# Our submodules' names inside the library's `Adapter`, whose `adapter_down` holds LN_b (if any), then W_down.
+LIBRARY_NAMES = {"ln_before": "adapter_down.0", "down": "adapter_down.0", "up": "adapter_up",
+                 "ln_after": "adapter_norm_after", "gate": "gate"}
+
+
+def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
+    """Adapter `adapter_name`'s parameters under their adapters-library keys (see above)."""
+    _configs(model, adapter_name)
+    out = {}
+    for stack, i, site, module in _adapter_modules(model, adapter_name):
+        # The module holding a site's adapters in transformers is the one holding the site's LayerNorm.
+        prefix = to_hf_name(f"{stack}.layers.{i}.{SITE_LN[site]}.weight").removesuffix("LayerNorm.weight")
+        ln_before = getattr(module, "ln_before", None) is not None
+        for pname, p in module.named_parameters():
+            sub, _, leaf = pname.rpartition(".")  # "down.weight" -> "down", "weight"; "scaling" -> "", "scaling"
+            lib = "adapter_down.1" if sub == "down" and ln_before else LIBRARY_NAMES.get(sub)
+            out[f"{prefix}adapters.{adapter_name}." + (f"{lib}.{leaf}" if sub else leaf)] = p
+    return out
+
+
+def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, safe: bool = True) -> None:
+    """Write adapter_config.json and adapter.safetensors (safe=False: adapters' default pytorch_adapter.bin).
+
+    Each file is written atomically (files.py). Other files in the directory are kept, except the other weights
+    format's, which would be a stale copy. adapters 1.3.0 reads the safetensors file with `load_adapter(dir,
+    use_safetensors=True)`. A one-stack adapter (`stacks=("decoder",)`) writes "stacks" into the config: adapters
+    1.3.0 accepts the field but ignores it, so there the other stack's modules keep their fresh init.
+    """
+    tensors = {k: p.detach() for k, p in adapter_parameters(model, adapter_name).items()}
+    config, out = _configs(model)[adapter_name], Path(save_directory)
+    out.mkdir(parents=True, exist_ok=True)
+    if safe:
+        # adapters also lists LN_b as "adapter_norm_before", the same tensor as "adapter_down.0": safetensors refuses
+        # a tensor stored twice, which is why adapters 1.3.0 cannot save this case. One name is enough.
+        write_safetensors(out / SAFE_WEIGHTS_NAME, tensors)
+    else:
+        with atomic_write(out / WEIGHTS_NAME) as tmp:  # both names of LN_b, as the .bin written by adapters
+            torch.save({**{k.replace(".adapter_down.0.", ".adapter_norm_before."): v for k, v in tensors.items()
+                           if config.ln_before and ".adapter_down.0." in k}, **tensors}, tmp)
+    (out / (WEIGHTS_NAME if safe else SAFE_WEIGHTS_NAME)).unlink(missing_ok=True)
+    write_json(out / CONFIG_NAME, {
+        "config": config.to_dict(), "hidden_size": None, "model_class": "EncoderDecoderModelWithAdapters",
+        "model_name": "", "model_type": "encoder-decoder", "name": adapter_name, "version": "adapters.1.3.0"})
+
+
+def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = None, set_active: bool = False) -> str:
+    """Add the adapter saved in `adapter_dir` (by minis2s or adapters 1.3.0); return its name in the model.
+
+    Reads adapter.safetensors, else pytorch_adapter.bin (with weights_only=True: no code runs). Every tensor must
+    match: missing, unexpected or mis-shaped keys raise one error listing them all, and the model is left unchanged.
+    """
+    d = Path(adapter_dir)
+    if not (d / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{d} has no {CONFIG_NAME}: not an adapter directory")
+    meta = read_json(d / CONFIG_NAME)
+    try:
+        config, saved_name = BnConfig.from_dict(meta["config"]), meta["name"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{d / CONFIG_NAME}: {e}") from e
+    source = next((d / f for f in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME) if (d / f).is_file()), None)
+    if source is None:
+        raise FileNotFoundError(f"{d} has neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
+    tensors = read_safetensors(source) if source.name == SAFE_WEIGHTS_NAME else \
+        torch.load(source, map_location="cpu", weights_only=True)
+    name = load_as or saved_name
+    if name in _configs(model):
+        raise ValueError(f"the model already has an adapter named {name!r}: pass load_as=<another name>, or "
+                         "delete_adapter it first")
+    tensors = {k.replace(f".adapters.{saved_name}.", f".adapters.{name}.", 1): v for k, v in tensors.items()}
+    for k in [k for k in tensors if ".adapter_norm_before." in k and config.ln_before]:
+        first = k.replace(".adapter_norm_before.", ".adapter_down.0.")  # adapters' second name for LN_b: accepted
+        if first in tensors and not torch.equal(tensors[first], tensors[k]):  # when it agrees with the first
+            raise ValueError(f"{source}: {k} differs from {first}, which adapters stores as the same tensor")
+        tensors.setdefault(first, tensors.pop(k))
+    add_adapter(model, name, config)
+    try:
+        expected = adapter_parameters(model, name)
+        check_state({k: p.shape for k, p in expected.items()}, {k: t.shape for k, t in tensors.items()},
+                    source=f"adapter {saved_name!r} from {source}")  # one error listing every key problem
+        with torch.no_grad():
+            for k, p in expected.items():
+                p.copy_(tensors[k])  # into the model's dtype and device
+    except Exception:
+        delete_adapter(model, name)
+        raise
+    if set_active:
+        set_active_adapters(model, name)
+    return name
+
+
+class AdapterMixin:
+    """The adapter API as methods, `class EncoderDecoderModel(AdapterMixin, nn.Module)`: each function above takes
+    the model first, so it serves as its own method."""
+
+    active_adapters = None  # None, or the Stack used in every forward pass
+    add_adapter, delete_adapter, set_active_adapters = add_adapter, delete_adapter, set_active_adapters
+    train_adapter, adapter_summary, save_adapter, load_adapter = train_adapter, adapter_summary, save_adapter, load_adapter
