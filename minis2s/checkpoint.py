@@ -1,4 +1,4 @@
-"""Checkpoint files: minis2s's own directory format, and the one table that maps its names to transformers'.
+"""Checkpoint names: the one table that maps minis2s's parameter names to transformers', and state loading.
 
 A minis2s checkpoint directory holds `config.json` (transformers' EncoderDecoderConfig layout) and
 `model.safetensors` with minis2s parameter names; a tensor shared by several modules (the LM head's projection
@@ -11,12 +11,7 @@ is the decoder's word embeddings; BERTShare shares whole layers) is stored once,
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
-from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
@@ -139,53 +134,4 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source:
             p.copy_(tensors[k])
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a .safetensors file; a truncated or corrupt file gives an error naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
-
-
-def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata=None) -> None:
-    """Write tensors (made contiguous, on CPU) to `path` via a temporary file and a rename."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata or {"format": "pt"})
-    os.replace(tmp, path)
-
-
-@contextmanager
-def atomic_directory(out_dir: str | os.PathLike, force: bool = False):
-    """Yield a temporary directory beside `out_dir`; on success it replaces `out_dir` in one rename.
-
-    An interrupted run leaves `out_dir` untouched (and no half-written checkpoint under its name).
-    A non-empty `out_dir` is refused unless `force`.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise FileExistsError(f"{out_dir} is not empty; pass force=True (--force) to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+from .files import atomic_directory, read_safetensors, write_safetensors  # noqa: E402,F401  TRANSITION: remove

@@ -7,10 +7,7 @@ transformers' `EncoderDecoderModel` reads here and the one minis2s writes reads 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu", "swish")
 ATTENTION_KERNELS = ("eager", "sdpa")
@@ -144,21 +141,5 @@ class EncoderDecoderConfig:
             "tie_encoder_decoder": self.tie_encoder_decoder,
         }
 
-    def save(self, path: str | os.PathLike) -> None:
-        write_json_atomic(path, self.to_dict())
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "EncoderDecoderConfig":
-        try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"cannot read config {path}: {e}") from e
-        return cls.from_dict(d)
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+from .files import write_json as write_json_atomic  # noqa: E402,F401  TRANSITION: remove

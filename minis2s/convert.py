@@ -35,7 +35,6 @@ References: Rothe, Narayan, Severyn 2020 (arXiv 1907.12461) for warm-starting an
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import re
 import shutil
@@ -47,9 +46,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_directory, check_state, from_hf_name, to_hf_name, write_safetensors
-from .config import BertConfig, EncoderDecoderConfig, decoder_config_from, write_json_atomic
-from .model import EncoderDecoderModel, init_weights
+from .checkpoint import check_state, from_hf_name, to_hf_name, unique_state
+from .config import BertConfig, EncoderDecoderConfig, decoder_config_from
+from .files import atomic_directory, read_json, write_json, write_safetensors
+from .model import Bert2Bert, init_weights
 
 # ---------------------------------------------------------------------------------------------------------------
 # Published-checkpoint specifics, as data.
@@ -231,7 +231,7 @@ class WeightFiles:
 
     def _shards(self, index_path: Path) -> list[Path]:
         try:
-            self._index = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+            self._index = read_json(index_path)["weight_map"]
             names = list(dict.fromkeys(self._index.values()))  # unique, in order of first mention
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{index_path} is not a valid shard index (JSON with a 'weight_map'): {e!r}") from e
@@ -370,10 +370,13 @@ def _no_init():
             setattr(torch.nn.init, n, f)
 
 
-def _skeleton(config: EncoderDecoderConfig) -> EncoderDecoderModel:
-    """The model with uninitialised storage; BERTShare (config.tie_encoder_decoder) is already applied."""
+def _skeleton(config: EncoderDecoderConfig, model_cls=Bert2Bert) -> Bert2Bert:
+    """`model_cls(config)` with uninitialised storage; BERTShare (config.tie_encoder_decoder) is already applied.
+
+    `model_cls` is the class to build: the core Bert2Bert, or a subclass (pretrained.EncoderDecoderModel).
+    """
     with _no_init():
-        return EncoderDecoderModel(config)
+        return model_cls(config)
 
 
 def _fill(model, readers: list[WeightFiles], entries: list[_Entry], skipped: list[dict], new_rows=(), seed=None,
@@ -545,17 +548,8 @@ def _map_key(key: str, hf_prefix: str | None, params: dict, tied_copies=TIED_COP
 # ---------------------------------------------------------------------------------------------------------------
 # The three operations.
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-
-
 def _bert_config(model_dir: Path) -> BertConfig:
-    d = _read_json(model_dir / "config.json")
+    d = read_json(model_dir / "config.json")
     if "encoder" in d and "decoder" in d:
         raise ValueError(f"{model_dir} is an encoder-decoder checkpoint; use from_hf (weights_convert.py from-hf)")
     if d.get("model_type", "bert") != "bert":
@@ -573,7 +567,7 @@ def special_token_ids(model_dir) -> dict[str, int]:
     strings = {k: default for k, (_, default) in SPECIAL_TOKENS.items()}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):  # the later file wins, as in transformers
         if (model_dir / name).is_file():
-            d = _read_json(model_dir / name)
+            d = read_json(model_dir / name)
             for k, (field_name, _) in SPECIAL_TOKENS.items():
                 v = d.get(field_name)
                 v = v.get("content") if isinstance(v, dict) else v
@@ -586,7 +580,7 @@ def special_token_ids(model_dir) -> dict[str, int]:
             vocab.setdefault(tok.rstrip("\r"), i)
     elif (model_dir / "tokenizer.json").is_file():
         source = model_dir / "tokenizer.json"
-        tj = _read_json(source)
+        tj = read_json(source)
         vocab = dict((tj.get("model") or {}).get("vocab") or {})
         vocab.update({t["content"]: t["id"] for t in tj.get("added_tokens", [])})
     else:
@@ -599,7 +593,7 @@ def special_token_ids(model_dir) -> dict[str, int]:
 
 
 def warm_start(encoder_dir, decoder_dir=None, share: bool = False, seed: int | None = None,
-               attn_implementation: str | None = None, output_loading_info: bool = False):
+               attn_implementation: str | None = None, output_loading_info: bool = False, model_cls=Bert2Bert):
     """A BERT2BERT from one or two BERT checkpoints, as transformers' `from_encoder_decoder_pretrained` builds it.
 
     Encoder: every tensor from `encoder_dir` (pooler included). Decoder: the same BERT from `decoder_dir` (default:
@@ -621,7 +615,7 @@ def warm_start(encoder_dir, decoder_dir=None, share: bool = False, seed: int | N
     if max(ids.values()) >= dec.vocab_size:
         raise ValueError(f"special ids {ids} do not fit the decoder's vocab_size {dec.vocab_size}")
     config = EncoderDecoderConfig(enc, dec, tie_encoder_decoder=share, **ids)
-    model = _skeleton(config)  # BERTShare is applied here (config.tie_encoder_decoder), before loading
+    model = _skeleton(config, model_cls)  # BERTShare is applied here (config.tie_encoder_decoder), before loading
 
     readers = [WeightFiles(encoder_dir)] + ([] if same else [WeightFiles(decoder_dir)])
     roles = [("encoder", "decoder")] if same else [("encoder",), ("decoder",)]
@@ -674,7 +668,7 @@ def _vocab_text(d: Path):
     return None
 
 
-def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info: bool = False):
+def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info: bool = False, model_cls=Bert2Bert):
     """A transformers EncoderDecoderModel directory (BertModel + BertLMHeadModel) -> minis2s, every weight kept.
 
     Keys `encoder.*`, `decoder.bert.*`, `decoder.cls.*`; tied copies (`decoder.cls.predictions.decoder.*`) are
@@ -682,7 +676,7 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
     (both must then be equal). Special ids: generation_config.json (what transformers' generate reads), else config.json.
     """
     src_dir = Path(src_dir)
-    d = _read_json(src_dir / "config.json")
+    d = read_json(src_dir / "config.json")
     if "encoder" not in d or "decoder" not in d:
         raise ValueError(f"{src_dir / 'config.json'} has no nested encoder/decoder configs: not a transformers "
                          "EncoderDecoderModel (for a plain BERT checkpoint use warm_start / warm-start)")
@@ -695,7 +689,7 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
     d = dict(d, encoder=dict(d["encoder"]), decoder=dict(d["decoder"]))
     notes = []
     if (src_dir / "generation_config.json").is_file():
-        g = _read_json(src_dir / "generation_config.json")
+        g = read_json(src_dir / "generation_config.json")
         for k in SPECIAL_TOKENS:
             if g.get(k) is not None:
                 if d.get(k) is not None and d[k] != g[k]:
@@ -705,7 +699,7 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
     config = EncoderDecoderConfig.from_dict(d)
     if attn_implementation is not None:
         config.encoder.attn_implementation = config.decoder.attn_implementation = attn_implementation
-    model = _skeleton(config)
+    model = _skeleton(config, model_cls)
     reader = WeightFiles(src_dir)
     params = dict(model.named_parameters(remove_duplicate=False))
     entries, why = [], {}
@@ -732,15 +726,15 @@ def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info
     return (model, report) if output_loading_info else model
 
 
-def load_minis2s(model_dir, attn_implementation: str | None = None) -> EncoderDecoderModel:
+def load_minis2s(model_dir, attn_implementation: str | None = None, model_cls=Bert2Bert) -> Bert2Bert:
     """A minis2s checkpoint directory, read tensor by tensor into an uninitialised model (one model's memory)."""
     model_dir = Path(model_dir)
-    config = EncoderDecoderConfig.load(model_dir / "config.json")
+    config = EncoderDecoderConfig.from_dict(read_json(model_dir / "config.json"))
     if attn_implementation is not None:
         config.encoder.attn_implementation = config.decoder.attn_implementation = attn_implementation
     if is_hf_layout(model_dir):
         raise ValueError(f"{model_dir} holds transformers' key names (decoder.bert.*); convert it with from_hf / from-hf")
-    model = _skeleton(config)
+    model = _skeleton(config, model_cls)
     reader = WeightFiles(model_dir)
     params = dict(model.named_parameters(remove_duplicate=False))
     expected = {k: tuple(p.shape) for k, p in model.named_parameters()}  # each shared tensor once
@@ -761,7 +755,7 @@ def hf_config_dict(config: EncoderDecoderConfig, dtype: torch.dtype = torch.floa
     return d
 
 
-def to_hf(model: EncoderDecoderModel, out_dir, tokenizer_dir=None, force: bool = False) -> ConversionReport:
+def to_hf(model: Bert2Bert, out_dir, tokenizer_dir=None, force: bool = False) -> ConversionReport:
     """Write `model` as transformers' `EncoderDecoderModel.save_pretrained` would: config.json, generation_config.json,
     model.safetensors with transformers' key names, and the tokenizer files found in `tokenizer_dir`.
 
@@ -805,8 +799,8 @@ def to_hf(model: EncoderDecoderModel, out_dir, tokenizer_dir=None, force: bool =
                         "decoder.bert.embeddings.word_embeddings.weight and decoder.cls.predictions.bias")
     cfg = model.config
     with atomic_directory(out_dir, force=force) as tmp:
-        write_json_atomic(tmp / "config.json", hf_config_dict(cfg, model.dtype))
-        write_json_atomic(tmp / "generation_config.json", {k: getattr(cfg, k) for k in SPECIAL_TOKENS})
+        write_json(tmp / "config.json", hf_config_dict(cfg, model.dtype))
+        write_json(tmp / "generation_config.json", {k: getattr(cfg, k) for k in SPECIAL_TOKENS})
         write_safetensors(tmp / "model.safetensors", tensors)
         copied = copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir is not None else []
     if copied:
@@ -824,8 +818,11 @@ def copy_tokenizer_files(src_dir, dst_dir) -> list[str]:
     return copied
 
 
-def save_minis2s(model: EncoderDecoderModel, out_dir, tokenizer_dir=None, force: bool = False) -> list[str]:
-    """`model.save_pretrained` plus the tokenizer files, into `out_dir` in one atomic step; returns the files copied."""
+def save_minis2s(model: Bert2Bert, out_dir, tokenizer_dir=None, force: bool = True) -> list[str]:
+    """`config.json` + `model.safetensors` (each shared tensor once, adapters left out: `save_adapter` writes them)
+    and the tokenizer files of `tokenizer_dir`, into `out_dir` in one atomic step; returns the files copied."""
+    base = {k: v for k, v in unique_state(model).items() if ".adapters." not in k}
     with atomic_directory(out_dir, force=force) as tmp:
-        model.save_pretrained(tmp)
+        write_json(tmp / "config.json", model.config.to_dict())
+        write_safetensors(tmp / "model.safetensors", base)
         return copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir is not None else []

@@ -46,11 +46,13 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 
 def read_json(path: str | os.PathLike) -> dict:
-    """A JSON object from `path`; an unreadable or malformed file gives one line naming it."""
+    """A JSON object from `path`; a missing, unreadable or malformed file gives one line naming it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found")
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from e
+        raise ValueError(f"{path} is not valid JSON: {e}") from e
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> None:

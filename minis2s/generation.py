@@ -22,9 +22,9 @@ token for token; `tests/test_generation.py` proves it. Notable details, each mar
   - beam sampling lets the first K of the 2K candidates drawn per step finish, in the order drawn; transformers 5
     sorts them by score first, which `beam_sample_order="score"` reproduces.
 
-With `use_cache=True` each step feeds only the newest token: the per-layer `KVCache` keeps the self-attention keys
-and values of all earlier positions and the cross-attention keys/values of the (fixed) encoder output. With
-`use_cache=False` every step re-runs the decoder on the whole prefix; both give the same tokens.
+With `use_cache=True` each step feeds only the newest token against the engine's key/value cache (engine.py); with
+`use_cache=False` every step re-runs the decoder on the whole prefix; both give the same tokens. model.py's
+`greedy_generate` is the greedy case in its simplest form, without a cache, and gives the same tokens too.
 
 Shape legend: B batch, K num_beams, N rows decoded at once (B * K or B * num_return_sequences), S source length,
 t target length so far, L max_length, V vocabulary.
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import KVCache
+from .engine import DecoderState, compile_decoder
 
 DEFAULT_MAX_NEW_TOKENS = 20  # transformers' GenerationConfig().max_length, read as new tokens for encoder-decoders
 NEG = -1.0e9  # "impossible" in beam bookkeeping: transformers uses -1e9 (not -inf) so sums stay finite
@@ -53,51 +53,7 @@ class GenerationOutput:
     sequences_scores: torch.Tensor | None = None  # (B * num_return_sequences,) beam search: sum log p / len ** lp
 
 
-# -- 1. the decoder, one step at a time ---------------------------------------------------------------------------
-
-
-class DecoderState:
-    """The encoder output a generation run attends to, plus (with `use_cache`) the decoder's key/value cache.
-
-    `next_logits(seqs)` returns the scores for the token after `seqs` (N, t). With a cache it feeds only the
-    positions the cache has not seen (all of them at the first step, then the newest one); without, all t.
-    `max_length` sizes the cache up front. `compile=True`: a static cache and the model's compiled decode step
-    (`model.compile_decoder`); the first step runs eagerly, to fill the cache's cross-attention K/V once.
-    """
-
-    def __init__(self, model, enc: torch.Tensor, enc_mask: torch.Tensor | None, use_cache: bool,
-                 max_length: int = 16, compile: bool = False):
-        self.model, self.enc, self.enc_mask = model, enc, enc_mask  # (N, S, C), (N, S)
-        self.seen = 0  # target positions already fed to the decoder (with a cache)
-        self.compiled = None
-        n = len(model.decoder.layers)
-        if compile:
-            self.cache = KVCache(n, max_length, static=True, device=enc.device)
-            self.compiled = model.compiled_decode_step or model.compile_decoder()
-        else:
-            self.cache = KVCache(n, max_length) if use_cache else None
-
-    def next_logits(self, seqs: torch.Tensor) -> torch.Tensor:
-        past = self.seen if self.cache is not None else 0
-        new = seqs[:, past:]  # (N, t-past)
-        step = self.model.decode_step
-        if self.compiled is not None and past > 0:  # a fresh (N, 1) tensor: a graph is specialised on strides too
-            step, new = self.compiled, new.clone(memory_format=torch.contiguous_format)
-        logits = step(new, self.enc, self.enc_mask, None, self.cache)  # (N, t-past, V)
-        self.seen = seqs.shape[1]
-        if self.compiled is None:
-            return logits[:, -1].float()  # (N, V); scores are processed in fp32, as transformers does
-        if past == 0:
-            self.cache.mark_static()  # its tensors now exist; a CUDA graph may keep their addresses
-        return logits[:, -1].float().clone()  # a CUDA graph overwrites its outputs at the next replay
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: row i of the next step continues row index[i] of this one."""
-        if self.cache is not None:
-            self.cache.reorder(index)
-
-
-# -- 2. score processing, in transformers' order ------------------------------------------------------------------
+# -- 1. score processing, in transformers' order ------------------------------------------------------------------
 
 
 def ban_repeated_ngrams(scores: torch.Tensor, seqs: torch.Tensor, n: int) -> torch.Tensor:
@@ -168,7 +124,7 @@ class ScoreRules:
         return scores
 
 
-# -- 3. the two search loops --------------------------------------------------------------------------------------
+# -- 2. the two search loops --------------------------------------------------------------------------------------
 
 
 def greedy_search(state: DecoderState, seqs: torch.Tensor, max_length: int, rules: ScoreRules,
@@ -303,7 +259,7 @@ def beam_search(state: DecoderState, batch_size: int, num_beams: int, start_id: 
     return sequences, done_scores[:, :n].reshape(B * n), tuple(steps)
 
 
-# -- 4. the entry point -------------------------------------------------------------------------------------------
+# -- 3. the entry point -------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -316,7 +272,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
              do_sample: bool = False, temperature: float = 1.0, top_k: int | None = 50, top_p: float = 1.0,
              generator: torch.Generator | None = None, use_cache: bool = True, output_scores: bool = False,
              decoder_start_token_id: int | None = None, eos_token_id: int | None = None,
-             pad_token_id: int | None = None, compile: bool = False,
+             pad_token_id: int | None = None, compile: bool = False, fast_step: bool = True,
              beam_sample_order: str = "drawn") -> torch.Tensor | GenerationOutput:
     """Generate target ids for a batch of sources, exactly as transformers' `EncoderDecoderModel.generate`.
 
@@ -331,8 +287,10 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
         (50 by default, as in transformers; None or 0: off), then `top_p` (1.0: off) reshape the distribution.
         Draws come from `generator` (a seeded torch.Generator makes runs reproducible) or torch's global RNG.
     use_cache: feed one new token per step against a KVCache (True) or re-run the whole prefix (False).
-    compile: run the decode steps through `model.compile_decoder()` (torch.compile; CUDA graphs on a GPU) with a
+    compile: run the decode steps through `engine.compile_decoder` (torch.compile; CUDA graphs on a GPU) with a
         static cache: same tokens, faster steps once compiled. The first call per shape pays the compilation.
+    fast_step: the one-token steps go through the engine's specialised `fast_step` (True) or through the model's
+        own layers (False, where module hooks fire): the same logits, bit for bit.
     decoder_start_token_id / eos_token_id / pad_token_id: default to the model config's ids.
     beam_sample_order: in beam sampling (do_sample, num_beams > 1), the order of the 2K candidates drawn per step,
         of which only the first K may finish: "drawn" (transformers 4.57.6) or "score", best first (transformers
@@ -413,7 +371,12 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     if copies > 1:  # [x0, x1] -> [x0, x0, x0, x1, x1, x1]: the rows of one source stay adjacent
         enc = enc.repeat_interleave(copies, dim=0)  # (B * copies, S, C)
         attention_mask = attention_mask.repeat_interleave(copies, dim=0) if attention_mask is not None else None
-    state = DecoderState(model, enc, attention_mask, use_cache, max_length, compile)
+    compiled = None
+    if compile:  # compiled once per model, kept on it (a new shape recompiles inside torch.compile)
+        if getattr(model, "compiled_decode_step", None) is None:
+            model.compiled_decode_step = compile_decoder(model)
+        compiled = model.compiled_decode_step
+    state = DecoderState(model, enc, attention_mask, use_cache, max_length, compiled, fast_step)
 
     if num_beams == 1:
         seqs = torch.full((B * copies, 1), start, dtype=torch.long, device=input_ids.device)

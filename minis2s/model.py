@@ -7,7 +7,9 @@
 
 Equal, to float precision, to transformers' `EncoderDecoderModel` with `BertModel` encoder and `BertLMHeadModel`
 decoder; `tests/test_parity.py` proves it. The two halves are usable alone: `encode()` once per source,
-`decode()` once per step while generating.
+`decode()` once per step while generating. This file is the whole model: generation with a cache lives in
+engine.py and generation.py, files in checkpoint.py and convert.py, the transformers-style API (`from_pretrained`,
+`generate`, `add_adapter`, ...) in pretrained.py; `greedy_generate` at the end is generation in its simplest form.
 
 References:
   - Devlin et al. 2018, BERT (arXiv 1810.04805): the blocks, their LayerNorm epsilon, the LM head.
@@ -20,17 +22,13 @@ Shape legend: B batch, S source length, T target length, C hidden, V vocabulary.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters_compat import AdapterMixin
-from .attention import KVCache, causal_mask, padding_mask
-from .checkpoint import atomic_directory, unique_state, write_safetensors
+from .attention import causal_mask, padding_mask
 from .config import BertConfig, EncoderDecoderConfig
 from .feedforward import ACT_FNS
 from .layers import Decoder, Encoder
@@ -70,11 +68,8 @@ def shift_tokens_right(labels: torch.Tensor, decoder_start_token_id: int, pad_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-class EncoderDecoderModel(AdapterMixin, nn.Module):
-    """BERT2BERT: `Encoder` + `Decoder` + `LMHead`, with transformers' EncoderDecoderModel semantics.
-
-    Bottleneck adapters come from `AdapterMixin` (add_adapter, train_adapter, ..., see adapters.py).
-    """
+class Bert2Bert(nn.Module):
+    """BERT2BERT: `Encoder` + `Decoder` + `LMHead`, with transformers' EncoderDecoderModel semantics."""
 
     def __init__(self, config: EncoderDecoderConfig):
         super().__init__()
@@ -105,7 +100,7 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
         """Parameters counted once each, however many modules share them (added adapters included)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def set_attn_implementation(self, kernel: str) -> "EncoderDecoderModel":
+    def set_attn_implementation(self, kernel: str) -> "Bert2Bert":
         """Switch every attention module between "eager" (explicit softmax) and "sdpa" (fused kernel)."""
         if kernel not in ("eager", "sdpa"):
             raise ValueError(f"attention kernel {kernel!r} is not 'eager' or 'sdpa'")
@@ -129,11 +124,12 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
         return self.encoder(input_ids, mask, token_type_ids)
 
     def decode(self, decoder_input_ids, encoder_hidden, attention_mask=None, decoder_attention_mask=None,
-               cache: KVCache | None = None) -> torch.Tensor:
+               cache=None) -> torch.Tensor:
         """Target ids (B, T) + encoder output (B, S, C) -> logits (B, T, V).
 
         `attention_mask` (B, S) is the *source* padding mask (cross-attention); `decoder_attention_mask` the target
-        one, covering the cached positions too: (B, past + T). With a `cache`, only the new positions are passed.
+        one, covering the cached positions too: (B, past + T). With a `cache` (engine.KVCache), only the new
+        positions are passed.
         """
         cfg = self.config.decoder
         past = cache.length if cache is not None else 0
@@ -144,49 +140,24 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
         if attention_mask is not None and tuple(attention_mask.shape) != tuple(encoder_hidden.shape[:2]):
             raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != source shape "
                              f"{tuple(encoder_hidden.shape[:2])}")
-        if cache is not None and cache.static and (decoder_attention_mask is not None or past + T > cache.capacity):
-            raise ValueError(f"a static cache holds {cache.capacity} positions without padding: cannot add {T} to "
-                             f"{past}" + (" with a decoder_attention_mask" if decoder_attention_mask is not None else ""))
         if decoder_attention_mask is not None and tuple(decoder_attention_mask.shape) != (B, past + T):
             raise ValueError(f"decoder_attention_mask shape {tuple(decoder_attention_mask.shape)} != "
                              f"{(B, past + T)} (batch, cached + new target positions)")
+        if cache is not None and cache.keys is not None and (decoder_attention_mask is not None or past + T > cache.keys):
+            raise ValueError(f"a static cache holds {cache.keys} positions without padding: cannot add {T} to "
+                             f"{past}" + (" with a decoder_attention_mask" if decoder_attention_mask is not None else ""))
         return self.decode_step(decoder_input_ids, encoder_hidden, attention_mask, decoder_attention_mask, cache)
 
     def decode_step(self, decoder_input_ids, encoder_hidden, attention_mask=None, decoder_attention_mask=None,
                     cache=None) -> torch.Tensor:
         """`decode` without the input checks: what generation calls at every step."""
         past = cache.past if cache is not None else 0  # an int; a tensor for a static cache
-        T = decoder_input_ids.shape[1]
-        if T == 1 and cache is not None and not cache.static and decoder_attention_mask is None and not self.training:
-            # The generation step proper: one token per row, nothing to mask among the targets (see Layer.step).
-            if cache.source_mask is None:
-                cache.source_mask = padding_mask(attention_mask, self.dtype)  # (B, 1, 1, S), once per source
-            h = self.decoder.step(decoder_input_ids, encoder_hidden, cache.source_mask, cache)  # (B, C)
-            return self.lm_head(h, self.decoder.embeddings.word_emb.weight)[:, None]  # (B, 1, V)
-        keys = cache.capacity if cache is not None and cache.static else None  # a static cache: its whole buffer
-        self_mask, is_causal = causal_mask(decoder_attention_mask, T, past, self.dtype, decoder_input_ids.device,
-                                           self.config.decoder.attn_implementation, keys)  # (B|1, 1, T, keys)
+        keys = cache.keys if cache is not None else None  # a static cache: attention spans its whole buffer
+        self_mask, is_causal = causal_mask(decoder_attention_mask, decoder_input_ids.shape[1], past, self.dtype,
+                                           decoder_input_ids.device, self.config.decoder.attn_implementation, keys)
         enc_mask = padding_mask(attention_mask, self.dtype)  # (B, 1, 1, S)
         h = self.decoder(decoder_input_ids, encoder_hidden, self_mask, is_causal, enc_mask, cache)  # (B, T, C)
-        if keys is not None:
-            cache.position += T  # in place: a compiled step sees the same tensor every time
         return self.lm_head(h, self.decoder.embeddings.word_emb.weight)  # (B, T, V)
-
-    compiled_decode_step = None  # set by compile_decoder()
-
-    def compile_decoder(self, **options):
-        """Compile `decode_step` with torch.compile for `generate(..., compile=True)`; returns the compiled function.
-
-        Meant for GPUs, where a decode step is many small kernel launches: with the static cache generation uses,
-        every step has the same shapes and addresses, so mode="reduce-overhead" (the default on CUDA) replays the
-        whole step as one CUDA graph. `options` go to torch.compile (defaults: fullgraph=True, dynamic=False).
-        A new batch size, source length or max_length compiles again (and the first call pays the compilation).
-        """
-        defaults = dict(fullgraph=True, dynamic=False)
-        if self.device.type == "cuda":
-            defaults["mode"] = "reduce-overhead"
-        self.compiled_decode_step = torch.compile(self.decode_step, **{**defaults, **options})
-        return self.compiled_decode_step
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, decoder_input_ids=None,
                 decoder_attention_mask=None, labels=None, encoder_outputs=None) -> Seq2SeqOutput:
@@ -233,54 +204,6 @@ class EncoderDecoderModel(AdapterMixin, nn.Module):
     def device(self) -> torch.device:
         return self.lm_head.bias.device
 
-    # -- files -------------------------------------------------------------------------------------------------
-
-    def save_pretrained(self, out_dir: str | os.PathLike, force: bool = True) -> None:
-        """Write `config.json` + `model.safetensors` (each shared tensor once) atomically into `out_dir`.
-
-        The base model only: adapters are saved on their own with `save_adapter` (kilobytes, not the whole model).
-        """
-        base = {k: v for k, v in unique_state(self).items() if ".adapters." not in k}
-        with atomic_directory(out_dir, force=force) as tmp:
-            self.config.save(tmp / "config.json")
-            write_safetensors(tmp / "model.safetensors", base)
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike, attn_implementation: str | None = None,
-                        map_location="cpu") -> "EncoderDecoderModel":
-        """Load a checkpoint directory: minis2s's own, or a transformers EncoderDecoderModel's (detected by its keys).
-
-        Tensors are read one at a time into the model, so loading needs one model's memory, not two.
-        """
-        from .convert import from_hf, is_hf_layout, load_minis2s  # convert.py imports this module
-
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{model_dir} has no config.json: not a minis2s checkpoint directory")
-        load = from_hf if is_hf_layout(model_dir) else load_minis2s
-        return load(model_dir, attn_implementation).to(map_location).eval()
-
-    @classmethod
-    def from_encoder_decoder_pretrained(cls, encoder_dir, decoder_dir=None, share: bool = False,
-                                        seed: int | None = None, attn_implementation: str | None = None,
-                                        output_loading_info: bool = False):
-        """Warm-start a BERT2BERT (share=True: BERTShare) from one or two BERT checkpoint directories.
-
-        As transformers' method of the same name: pretrained encoder and decoder, new cross-attention (drawn with
-        `seed` if given). Returned in eval mode (call .train() before training); with `output_loading_info`, as
-        `(model, report)` where the report lists every source tensor used, ignored or newly initialised.
-        """
-        from .convert import warm_start
-
-        return warm_start(encoder_dir, decoder_dir, share=share, seed=seed, attn_implementation=attn_implementation,
-                          output_loading_info=output_loading_info)
-
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Greedy, beam search or sampling from source ids (B, S); see generation.generate for every option."""
-        from .generation import generate
-
-        return generate(self, input_ids, attention_mask, **kwargs)
-
 
 def init_weights(module: nn.Module, std: float) -> None:
     """BERT's init for new weights: Linear/Embedding ~ N(0, std), biases 0, the padding row 0, LayerNorm 1 and 0."""
@@ -316,3 +239,25 @@ def check_tokens(ids: torch.Tensor, name: str, limit: int, max_len: int | None =
 def check_same_shape(ids: torch.Tensor, other: torch.Tensor | None, name: str, other_name: str) -> None:
     if other is not None and tuple(other.shape) != tuple(ids.shape):
         raise ValueError(f"{other_name} shape {tuple(other.shape)} != {name} shape {tuple(ids.shape)}")
+
+
+@torch.no_grad()
+def greedy_generate(model: Bert2Bert, input_ids, attention_mask=None, max_new_tokens: int = 20) -> torch.Tensor:
+    """Generation at its simplest: encode once, then re-run the decoder on the whole prefix and append its argmax.
+
+    Start from [CLS]; a row that emitted [SEP] is finished and receives [PAD] until every row is. O(T^2) work per
+    output, where the engine's KV cache makes it O(T); generation.generate(num_beams=1) gives the same ids, faster.
+    source (B, S) -> ids (B, 1 + up to max_new_tokens).
+    """
+    cfg = model.config
+    enc = model.encode(input_ids, attention_mask)  # (B, S, C), once
+    ids = torch.full((input_ids.shape[0], 1), cfg.decoder_start_token_id, device=input_ids.device)  # (B, 1)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+    for _ in range(max_new_tokens):
+        logits = model.decode(ids, enc, attention_mask)[:, -1]  # (B, V): scores for the token after the prefix
+        next_ids = logits.argmax(-1).masked_fill(finished, cfg.pad_token_id)  # (B,)
+        ids = torch.cat([ids, next_ids[:, None]], dim=1)
+        finished |= next_ids == cfg.eos_token_id
+        if finished.all():
+            break
+    return ids

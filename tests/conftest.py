@@ -182,7 +182,7 @@ def minis2s_twin(hf_model):
     """The reverse of `hf_twin`: a minis2s model holding a transformers EncoderDecoderModel's weights."""
     from minis2s.checkpoint import from_hf_name, load_state
     from minis2s.config import EncoderDecoderConfig
-    from minis2s.model import EncoderDecoderModel
+    from minis2s import EncoderDecoderModel
 
     d = hf_model.config.to_dict()
     for part in ("encoder", "decoder"):

@@ -42,7 +42,7 @@ from conftest import (TIES_ENCODER_DECODER, TRANSFORMERS_5, assert_close, hf_no_
                       require)
 from minis2s import convert
 from minis2s.checkpoint import from_hf_name
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel, warm_start
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:To copy construct from a tensor:UserWarning",  # inside transformers' EncoderDecoderModel.forward
@@ -266,7 +266,7 @@ CASES = [pytest.param("pretraining-full-safetensors", None, marks=pytest.mark.sl
 @pytest.mark.parametrize("enc,dec", CASES)
 def test_warm_start_matches_transformers(checkpoint, enc, dec):
     enc_dir, dec_dir = checkpoint(enc), checkpoint(dec) if dec else None
-    ours, report = convert.warm_start(enc_dir, dec_dir, attn_implementation="eager", output_loading_info=True)
+    ours, report = warm_start(enc_dir, dec_dir, attn_implementation="eager", output_loading_info=True)
     hf = hf_warm_start(enc_dir, dec_dir)
     new = match_transformers(ours, report, hf)
     expected = {n for n, _ in ours.named_parameters() if ".cross_attn." in n or ".cross_ln." in n}
@@ -298,7 +298,7 @@ def test_warm_start_matches_transformers(checkpoint, enc, dec):
 def test_bertshare_matches_transformers(checkpoint):
     """--share: transformers' tie_encoder_decoder=True, same tensors, same parameter count, same logits."""
     d = checkpoint("pretraining-sharded-bin")
-    ours, report = convert.warm_start(d, share=True, attn_implementation="eager", output_loading_info=True)
+    ours, report = warm_start(d, share=True, attn_implementation="eager", output_loading_info=True)
     hf = hf_warm_start(d, tie_encoder_decoder=True)
     assert ours.config.tie_encoder_decoder and ours.decoder.layers[1].ffn is ours.encoder.layers[1].ffn
     if TIES_ENCODER_DECODER:
@@ -312,7 +312,7 @@ def test_bertshare_matches_transformers(checkpoint):
 @pytest.mark.slow
 def test_bertshare_bert_base_parameter_count(checkpoint):
     transformers = require("transformers")
-    model = convert.warm_start(checkpoint("pretraining-full-safetensors"), share=True)
+    model = warm_start(checkpoint("pretraining-full-safetensors"), share=True)
     enc, dec = transformers.BertConfig(), transformers.BertConfig(is_decoder=True, add_cross_attention=True)
     cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec, tie_encoder_decoder=True)
     with hf_no_init_weights():
@@ -327,7 +327,7 @@ def test_bertshare_bert_base_parameter_count(checkpoint):
 
 def test_seed_makes_new_weights_reproducible(checkpoint):
     d = checkpoint("model-bin")
-    a, b, c = (convert.warm_start(d, seed=s) for s in (1, 1, 2))
+    a, b, c = (warm_start(d, seed=s) for s in (1, 1, 2))
     new = [n for n, _ in a.named_parameters() if "cross_attn.query.weight" in n or n == "lm_head.dense.weight"]
     pa, pb, pc = (dict(m.named_parameters()) for m in (a, b, c))
     assert all(torch.equal(pa[n], pb[n]) and not torch.equal(pa[n], pc[n]) for n in new)
@@ -341,7 +341,7 @@ def test_from_encoder_decoder_pretrained_classmethod(tiny):
     if not hasattr(EncoderDecoderModel, "from_encoder_decoder_pretrained"):
         pytest.skip("EncoderDecoderModel.from_encoder_decoder_pretrained is not in model.py yet")
     a = EncoderDecoderModel.from_encoder_decoder_pretrained(tiny, share=True, seed=0)
-    b = convert.warm_start(tiny, share=True, seed=0)
+    b = warm_start(tiny, share=True, seed=0)
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
     assert set(pa) == set(pb) and all(torch.equal(pa[k], pb[k]) for k in pa) and a.config.tie_encoder_decoder
 
@@ -365,7 +365,7 @@ def test_shards_are_read_one_file_at_a_time(checkpoint, monkeypatch):
             self.f.close()
 
     monkeypatch.setattr(convert.WeightFiles, "_open_file", staticmethod(Counted))
-    convert.warm_start(checkpoint("mlm-sharded-safetensors"))
+    warm_start(checkpoint("mlm-sharded-safetensors"))
     shards = sorted(set(opened))
     assert len(shards) > 1 and peak[0] == 1
     assert len(opened) == 2 * len(shards)  # listed once, read once
@@ -458,7 +458,7 @@ def test_to_hf_bertshare_loads_in_transformers(tiny, tmp_path):
     same logits: 4.x ties it again (tie_encoder_decoder), 5.x, which cannot, loads the encoder's copies instead of
     leaving a random encoder. from_hf reads the directory back as the same shared model."""
     transformers = require("transformers")
-    ours = convert.warm_start(tiny, share=True, seed=0, attn_implementation="eager")
+    ours = warm_start(tiny, share=True, seed=0, attn_implementation="eager")
     report = convert.to_hf(ours, tmp_path / "hf")
     tensors = read_all(tmp_path / "hf" / "model.safetensors")
     shared = [k for k in tensors if k.startswith("encoder.") and "decoder.bert" + k[len("encoder"):] in tensors]
@@ -529,7 +529,7 @@ def test_from_hf_checks_tied_copies(hf_bert2bert, tmp_path):
 
 def test_minis2s_directory_roundtrip(tiny, tmp_path):
     """warm-start -> minis2s dir -> load_minis2s (streamed) gives the same tensors as the model in memory."""
-    model = convert.warm_start(tiny, seed=0)
+    model = warm_start(tiny, seed=0)
     convert.save_minis2s(model, tmp_path / "m", tokenizer_dir=tiny)
     again = convert.load_minis2s(tmp_path / "m")
     a, b = dict(model.named_parameters()), dict(again.named_parameters())
@@ -585,7 +585,7 @@ def test_truncated_safetensors(tiny, tmp_path):
     with open(f, "r+b") as fh:
         fh.truncate(f.stat().st_size // 2)
     with pytest.raises(ValueError, match=re.escape(str(f)) + ".*truncated or corrupt"):
-        convert.warm_start(d)
+        warm_start(d)
 
 
 def test_truncated_pytorch_bin(tiny, tmp_path):
@@ -595,7 +595,7 @@ def test_truncated_pytorch_bin(tiny, tmp_path):
     with open(f, "r+b") as fh:
         fh.truncate(f.stat().st_size - 200)
     with pytest.raises(ValueError, match=re.escape(str(f)) + ".*truncated or corrupt"):
-        convert.warm_start(d)
+        warm_start(d)
 
 
 class Payload:
@@ -620,7 +620,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tiny, tmp_path, fmt):
             pickle.dump(state, fh)
     assert not marker.exists()
     with pytest.raises(ValueError, match=r"pytorch_model\.bin was refused.*weights_only=True"):
-        convert.warm_start(d)
+        warm_start(d)
     assert main(["warm-start", str(d), str(tmp_path / "out")]) == 1
     assert not marker.exists() and not (tmp_path / "out").exists()
 
@@ -629,7 +629,7 @@ def test_wrong_shape_names_key_and_both_shapes(tiny, tmp_path):
     d = edited(tiny, tmp_path, config={"intermediate_size": 40})
     with pytest.raises(ValueError, match=r"bert\.encoder\.layer\.0\.intermediate\.dense\.weight .*checkpoint has "
                                          r"shape \(37, 24\), model expects \(40, 24\)"):
-        convert.warm_start(d)
+        warm_start(d)
 
 
 def test_missing_tensor_is_an_error_not_a_random_init(tiny, tmp_path):
@@ -637,14 +637,14 @@ def test_missing_tensor_is_an_error_not_a_random_init(tiny, tmp_path):
     del tensors["bert.encoder.layer.1.attention.self.value.bias"]
     with pytest.raises(ValueError, match=r"missing 1 required tensor.*encoder\.layer\.1\.attention\.self\.value\.bias \(for "
                                          r"encoder\.layers\.1\.attn\.value\.bias, decoder\.layers\.1\.attn\.value\.bias\)"):
-        convert.warm_start(edited(tiny, tmp_path, tensors))
+        warm_start(edited(tiny, tmp_path, tensors))
 
 
 def test_partial_mlm_head_is_an_error(tiny, tmp_path):
     tensors = read_all(tiny / "model.safetensors")
     del tensors["cls.predictions.transform.LayerNorm.weight"]
     with pytest.raises(ValueError, match=r"only partly.*cls\.predictions\.transform\.LayerNorm\.weight"):
-        convert.warm_start(edited(tiny, tmp_path, tensors))
+        warm_start(edited(tiny, tmp_path, tensors))
 
 
 def test_name_collision_is_an_error(tiny, tmp_path):
@@ -652,7 +652,7 @@ def test_name_collision_is_an_error(tiny, tmp_path):
     tensors["bert.embeddings.LayerNorm.gamma"] = tensors["bert.embeddings.LayerNorm.weight"] + 1
     with pytest.raises(ValueError, match=r"two source tensors map to encoder\.embeddings\.ln\.weight: "
                                          r"bert\.embeddings\.LayerNorm\.(gamma|weight) and bert\.embeddings\.LayerNorm\.(gamma|weight)"):
-        convert.warm_start(edited(tiny, tmp_path, tensors))
+        warm_start(edited(tiny, tmp_path, tensors))
 
 
 def test_bad_shard_index(tiny, tmp_path):
@@ -660,23 +660,23 @@ def test_bad_shard_index(tiny, tmp_path):
     index = d / "model.safetensors.index.json"
     index.write_text("{not json")
     with pytest.raises(ValueError, match=re.escape(str(index)) + " is not a valid shard index"):
-        convert.warm_start(d)
+        warm_start(d)
     index.write_text(json.dumps({"weight_map": {"bert.pooler.dense.weight": "model-00001-of-00002.safetensors"}}))
     with pytest.raises(FileNotFoundError, match=r"names shard model-00001-of-00002\.safetensors"):
-        convert.warm_start(d)
+        warm_start(d)
 
 
 def test_wrong_kind_of_directory(tiny, hf_bert2bert, tmp_path):
     with pytest.raises(ValueError, match="use warm_start"):
         convert.from_hf(tiny)
     with pytest.raises(ValueError, match="use from_hf"):
-        convert.warm_start(hf_bert2bert(False)[1])
+        warm_start(hf_bert2bert(False)[1])
     d = edited(tiny, tmp_path, drop_safetensors=True)
     with pytest.raises(FileNotFoundError, match="holds no weights"):
-        convert.warm_start(d)
+        warm_start(d)
     (d / "vocab.txt").unlink()
     with pytest.raises(FileNotFoundError, match=r"neither vocab\.txt nor tokenizer\.json"):
-        convert.warm_start(d)
+        warm_start(d)
 
 
 def test_special_ids_from_tokenizer_json(tiny, tmp_path):
@@ -685,7 +685,7 @@ def test_special_ids_from_tokenizer_json(tiny, tmp_path):
     vocab = {f"w{i}": i for i in range(120)}
     vocab.update({"[PAD]": 0, "[CLS]": 7, "[SEP]": 8})
     (d / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece", "vocab": vocab}, "added_tokens": []}))
-    cfg = convert.warm_start(d).config
+    cfg = warm_start(d).config
     assert (cfg.decoder_start_token_id, cfg.pad_token_id, cfg.eos_token_id) == (7, 0, 8)
 
 
@@ -762,7 +762,7 @@ def test_cli_interrupted_write_leaves_out_dir_untouched(tiny, tmp_path, monkeypa
     src = tiny
     if command == "to-hf":
         src = tmp_path / "m"
-        convert.save_minis2s(convert.warm_start(tiny), src)
+        convert.save_minis2s(warm_start(tiny), src)
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("keep me")
@@ -771,10 +771,7 @@ def test_cli_interrupted_write_leaves_out_dir_untouched(tiny, tmp_path, monkeypa
         Path(path).write_bytes(b"half a file")
         raise OSError("disk full (simulated)")
 
-    import minis2s.model
-
-    monkeypatch.setattr(minis2s.model, "write_safetensors", crash)
-    monkeypatch.setattr(convert, "write_safetensors", crash)
+    monkeypatch.setattr(convert, "write_safetensors", crash)  # every checkpoint write goes through convert
     assert main([command, str(src), str(out), "--force"]) == 1
     assert sorted(os.listdir(out)) == ["old.txt"] and (out / "old.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary leftovers

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from minis2s.checkpoint import read_safetensors, write_safetensors
+from minis2s import convert
+from minis2s.files import read_safetensors, write_safetensors
 from minis2s.config import BertConfig, EncoderDecoderConfig
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +102,9 @@ def test_save_is_atomic(model, tmp_path, monkeypatch):
     """A crash while writing leaves the previous checkpoint intact and no half-written directory behind."""
     model.save_pretrained(tmp_path / "ckpt")
     before = (tmp_path / "ckpt" / "model.safetensors").read_bytes()
-    import minis2s.model as mm
-
     def boom(*a, **k):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(mm, "write_safetensors", boom)
+    monkeypatch.setattr(convert, "write_safetensors", boom)  # save_pretrained writes through convert.save_minis2s
     with pytest.raises(RuntimeError, match="disk full"):
         model.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "model.safetensors").read_bytes() == before

@@ -1,7 +1,7 @@
 """The fast paths give what the plain path gives: the preallocated KV cache, the static cache, the compiled decode step.
 
 Covered:
-  - `Layer.step`, the generation step without module-call overhead, gives exactly the logits of `Layer.forward`,
+  - `engine.fast_step`, the generation step without module-call overhead, gives exactly the logits of `Layer.forward`,
     for both kernels and with Houlsby, Pfeiffer and parallel adapters active; its Q/K/V as one product with the
     stacked [W_q; W_k; W_v] equal the three separate products exactly;
   - the KV cache writes into preallocated buffers (their address does not change from step to step) and, whether
@@ -11,12 +11,11 @@ Covered:
     same logits, greedy ids and beam ids as the dynamic one, for both attention kernels; beam reordering keeps its
     buffers in place;
   - `generate(..., compile=True)`: the decode step through torch.compile gives the same ids and per-step scores as
-    the plain path, and a second call with the same shapes does not compile again. On CPU this runs torch.compile
+    the plain path, and a second call with the same shapes does not compile again; generate(fast_step=False), which
+    runs the model's own layers, gives the same ids and scores bit for bit. On CPU this runs torch.compile
     with the "aot_eager" backend (tracing + autograd-free graph, no C++ codegen: seconds, not minutes), on a tiny
     model; the CUDA case (default mode "reduce-overhead", i.e. CUDA graphs) is collected and skipped without a GPU;
-  - embeddings: the position rows taken by slicing (int offset) equal those looked up by index (tensor offset);
-  - the benchmark's pieces (minis2s.bench) on a tiny model: every task runs on both libraries and generates the
-    same ids, peak memory is measured, and the bytes-per-token count of the floor matches a count by hand.
+  - embeddings: the position rows taken by slicing (int offset) equal those looked up by index (tensor offset).
 
 Run: python -m pytest tests/test_fastpath.py -q        (about 30 s on 2 CPU cores)
 """
@@ -26,9 +25,10 @@ import torch
 
 from conftest import DEVICES, assert_close, hf_twin, require, tiny_config
 from numerics import ulps
-from minis2s.attention import KVCache, padding_mask
+from minis2s.attention import padding_mask
+from minis2s.engine import KVCache, decode_step, step_weights
 from minis2s.generation import generate
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel
 
 KERNELS = ["eager", "sdpa"]
 
@@ -86,10 +86,11 @@ def test_cache_writes_in_place():
 @pytest.mark.parametrize("B", [1, 4])
 def test_stacked_qkv_equals_three_products(B):
     """One product with [W_q; W_k; W_v] gives exactly what the three separate products give."""
-    attn = tiny_model().decoder.layers[0].attn
+    layer = tiny_model().decoder.layers[0]
+    attn = layer.attn
     x = torch.randn(B, 24)
     with torch.no_grad():
-        stacked = torch.nn.functional.linear(x, *attn.stack_qkv()).chunk(3, dim=-1)
+        stacked = torch.nn.functional.linear(x, *step_weights(layer).qkv).chunk(3, dim=-1)
         for a, b in zip(stacked, (attn.query(x), attn.key(x), attn.value(x))):
             assert torch.equal(a, b)
 
@@ -97,7 +98,7 @@ def test_stacked_qkv_equals_three_products(B):
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("adapters", [None, "double_seq_bn", "seq_bn", "par_bn"])
 def test_step_equals_forward(kernel, adapters):
-    """Layer.step (what a generation step runs) gives exactly the logits of Layer.forward, adapters included."""
+    """engine.fast_step (what a generation step runs) gives exactly the logits of Layer.forward, adapters included."""
     model = tiny_model(kernel)
     if adapters:
         model.add_adapter("a", config=adapters, set_active=True)
@@ -115,11 +116,27 @@ def test_step_equals_forward(kernel, adapters):
         emask = padding_mask(mask, model.dtype)
         for t in range(targets.shape[1]):
             tok = targets[:, t:t + 1]
-            a = model.decode_step(tok, enc, mask, None, fast)  # T == 1 with a cache: Decoder.step
+            a = decode_step(model, tok, enc, mask, fast)  # T == 1 with a cache: engine.fast_step
             h = model.decoder(tok, enc, None, False, emask, plain)  # Decoder.forward, layer by layer
             b = model.lm_head(h, model.decoder.embeddings.word_emb.weight)
             assert torch.equal(a, b), f"step {t}: max diff {(a - b).abs().max():.3g}"
     assert fast.layers[0].weights is not None and plain.layers[0].weights is None  # the fast path did run
+
+
+@pytest.mark.parametrize("beams", [1, 3], ids=["greedy", "beam3"])
+def test_generate_through_the_models_own_layers_is_bit_equal(beams):
+    """generate(fast_step=False) runs Layer.forward at every step: the same ids and scores, bit for bit."""
+    model = tiny_model("sdpa")
+    model.add_adapter("a", config="double_seq_bn", set_active=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".adapters." in name:
+                p.normal_(0, 0.1)
+    ids, mask = source()
+    kw = dict(max_new_tokens=6, num_beams=beams, output_scores=True)
+    fast, plain = generate(model, ids, mask, **kw), generate(model, ids, mask, fast_step=False, **kw)
+    assert torch.equal(fast.sequences, plain.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(fast.scores, plain.scores))
 
 
 # -- the static cache -------------------------------------------------------------------------------------------
@@ -215,46 +232,3 @@ def test_position_slice_equals_lookup():
     emb = tiny_model().decoder.embeddings
     ids = torch.randint(4, 99, (2, 5))
     assert torch.equal(emb(ids, past_len=7), emb(ids, past_len=torch.tensor([7])))
-
-
-# -- the benchmark's pieces ---------------------------------------------------------------------------------------
-
-
-def test_bench_tasks_on_a_tiny_model(monkeypatch):
-    require("transformers")
-    from minis2s import bench
-
-    model = tiny_model("sdpa", layers=1, vocab=1200, max_pos=200)
-    hf = hf_twin(model, "sdpa")
-    for name, value in {"NEW_TOKENS": 3, "SRC_LEN": 16, "TGT_LEN": 5, "BATCH": 2}.items():
-        monkeypatch.setattr(bench, name, value)
-    x = bench.make_inputs(1200, "cpu")
-    opts = bench.Options(models=[], kernels=["sdpa"], tasks=bench.TASKS, repeats=1)
-    for task in bench.TASKS:
-        opts.memory = task in ("encoder", "beam4")  # the profiler is slow: two tasks show it works
-        r = bench.bench_task(task, model, hf, x, opts)
-        assert r["minis2s"]["runs"] == r["transformers"]["runs"] == 1 and r["ratio"] > 0
-        if opts.memory:
-            assert r["minis2s"]["peak_bytes"] > 0 and r["transformers"]["peak_bytes"] > 0, task
-        if task != "encoder" and task != "train":
-            assert r["same_ids"], f"{task}: the two libraries generated different ids"
-    entry = {"parameters": model.num_parameters(), "repeats": 1, "kernels": {"sdpa": {"beam4": r}}}
-    md = bench.markdown({"device": "cpu", "threads": 2, "cpu_count": 2, "torch": "t", "transformers": "t",
-                         "models": {"tiny": entry}})
-    assert "| tiny | sdpa | beam4 |" in md and "1 runs per side" in md
-
-
-def test_floor_bytes_by_hand():
-    from minis2s.bench import decode_floor_bytes
-
-    model = tiny_model(hidden=24, heads=3, layers=2, inter=37, vocab=99)
-    C, I, V, L = 24, 37, 99, 2
-    per_layer = (4 * (C * C + C)  # self-attention Q, K, V, O
-                 + 2 * (C * C + C)  # cross-attention Q, O (its K, V were computed once)
-                 + (C * I + I) + (I * C + C)  # FFN
-                 + 3 * 2 * C)  # three LayerNorms
-    head = (C * C + C) + 2 * C + V + V * C  # transform dense, LayerNorm, bias, tied embedding matrix
-    rows = 3 * C + 2 * C  # one word, position and type row; the embedding LayerNorm
-    b = decode_floor_bytes(model, src_len=9, new_tokens=4)
-    assert b["decoder_layers"] == 4 * L * per_layer and b["lm_head"] == 4 * head and b["embedding_rows"] == 4 * rows
-    assert b["cross_kv_cache"] == 4 * 2 * L * 9 * C

@@ -13,6 +13,7 @@ Covered:
     modules active in every decoder layer too; a padded batch gives what each source gives alone;
   - sampling: top_k=1 is greedy, a seeded generator is reproducible (and leaves the global RNG alone), draws from
     the global RNG match transformers, top-k / top-p never emit a token outside the set computed independently;
+  - model.greedy_generate, the learner's version without a cache, gives the engine's greedy ids exactly;
   - clear errors for impossible settings;
   - the MiniLM-warm-started bert2bert (real weights) and, marked slow, the bert-base shape.
 
@@ -32,7 +33,7 @@ from conftest import (DEVICES, TRANSFORMERS_5, assert_close, hf_twin, minis2s_tw
 from numerics import assert_accurate, float64_twin
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 from minis2s.generation import GenerationOutput, generate
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel, greedy_generate
 from minis2s.tokenizer import load_tokenizer
 
 KERNELS = ["eager", "sdpa"]
@@ -195,6 +196,16 @@ def test_tiny_model_exercises_eos_and_padding():
         # transformers fills with `pad_token_id or eos_token_id`; PAD = 0 is falsy, so [SEP] it is.
         assert (row[n:] == EOS).all(), f"beam search fills after [SEP] with [SEP] (pad id 0 is falsy): {row}"
     assert (ids[:, 1:4] != EOS).all(), "min_length 5 forbids [SEP] at positions 1..3"
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_learners_greedy_without_cache_equals_the_engine(kernel):
+    """model.greedy_generate, 20 lines without a cache, gives exactly the engine's greedy ids (rows ending early)."""
+    model, _ = lively_pair(kernel)
+    for max_new_tokens in (3, 20):
+        engine = generate(model, **sources(), max_new_tokens=max_new_tokens)
+        simple = greedy_generate(model, **sources(), max_new_tokens=max_new_tokens)
+        assert torch.equal(simple, engine), f"{max_new_tokens} new tokens:\n{simple}\n{engine}"
 
 
 def test_sampling_from_the_global_rng_matches_transformers():

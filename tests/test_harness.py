@@ -16,7 +16,7 @@ import torch
 
 import conftest
 from conftest import assert_close, hf_twin, random_batch, require, tiny_config, twin_grad
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel
 
 
 def test_installed_version_is_the_imported_one():

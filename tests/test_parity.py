@@ -25,7 +25,7 @@ from conftest import (DEVICES, TIES_ENCODER_DECODER, hf_twin, minis2s_twin, rand
 from numerics import FACTOR, ULPS, assert_accurate, float64_twin, gradient_scale
 from minis2s.compare import compare_layers
 from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
-from minis2s.model import EncoderDecoderModel
+from minis2s import EncoderDecoderModel
 
 KERNELS = ["eager", "sdpa"]
 

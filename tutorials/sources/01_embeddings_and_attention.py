@@ -35,7 +35,8 @@ def cells() -> list:
         import transformers
 
         from minis2s.attention import Attention, padding_mask
-        from minis2s.checkpoint import bert_to_stack_name, load_state, read_safetensors
+        from minis2s.checkpoint import bert_to_stack_name, load_state
+        from minis2s.files import read_safetensors
         from minis2s.config import BertConfig
         from minis2s.layers import Encoder
         from minis2s.tokenizer import load_tokenizer

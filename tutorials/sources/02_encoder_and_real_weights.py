@@ -46,7 +46,7 @@ def cells() -> list:
         from minis2s.checkpoint import from_hf_name
         from minis2s.compare import compare_layers
         from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
-        from minis2s.convert import warm_start
+        from minis2s import warm_start
 
         transformers.logging.set_verbosity_error()   # its "newly initialized weights" notice is this lesson
         warnings.filterwarnings("ignore", module="transformers")

