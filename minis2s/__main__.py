@@ -5,7 +5,8 @@
     python -m minis2s experiment [--quick] [--steps N]             experiment.py
 
 Each command lives in its own module, which provides `add_arguments(parser)` and `run_command(args)`; this file
-only wires them up. `python -m minis2s COMMAND --help` lists a command's options.
+only wires them up. `python -m minis2s COMMAND --help` lists a command's options. Exit status: 0 done, 1 an error
+(one line naming the file, the option or the value), 2 a usage error.
 """
 
 import argparse
@@ -27,7 +28,10 @@ def main(argv=None) -> None:
         module.add_arguments(sub)
         sub.set_defaults(run=module.run_command)
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (OSError, ValueError) as e:  # a missing or malformed file, a bad value: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -1,91 +1,78 @@
 """Data for minis2s: a real sequence-to-sequence task that needs no download, file loading, batching.
 
-The task: **name a function from its docstring.** Every Python installation carries a few thousand
-documented functions, classes, methods and attributes. The source is the first paragraph of one
-docstring, the target is the object's name split into lower-case words:
+The task: **name a function from its docstring.** Every Python installation carries a few thousand documented
+functions, classes, methods and attributes. The source is the first paragraph of one docstring, the target is the
+object's name split into lower-case words:
 
     source: "Square of the standard deviation."                       target: "variance"
     source: "Return a string that identifies the current platform."   target: "get platform"
-    source: "Clear all references to local variables in the frames of a traceback."
-    target: "clear frames"
 
-Why this task, and why only names made of English words. The training comparison has a budget of
-~4 minutes of CPU per configuration. With the bert-base-uncased vocabulary (MiniLM's), sources are
-16 tokens on average with [CLS]/[SEP] (99% within 64) and labels 3-4 tokens with [SEP]. The
-alternative, "one-line summary from the rest of the docstring", has ~2,100 pairs before any length
-filter, sources of 79 tokens on average (38% over 64) and targets of 17 (24% over 16): far slower per
-step, so it was not trained. Measured on the validation split (transformers' EncoderDecoderModel,
-MiniLM-L6 bert2bert warm-started by `from_encoder_decoder_pretrained` vs the same config randomly
-initialised; AdamW lr 3e-4, 30 warm-up steps, batch 32, 300 steps, greedy decoding):
+Why this task, and why only names made of English words. With the bert-base-uncased vocabulary (MiniLM's), sources
+are 16 tokens on average with [CLS]/[SEP] (99% within 64) and labels 3-4 tokens with [SEP]: cheap enough for a
+comparison of ~4 CPU minutes per configuration ("one-line summary from the rest of the docstring" has sources of 79
+tokens on average: far slower per step). Measured on the validation split (transformers' EncoderDecoderModel,
+MiniLM-L6 bert2bert warm-started vs the same config randomly initialised; AdamW lr 3e-4, 30 warm-up steps, batch 32,
+300 steps, greedy decoding):
 
     names                     train pairs   ROUGE-1 / 2 / L x100, warm | random     exact match   val loss
     all                       3,028          5.2 / 0.1 / 5.2  |  4.2 / 0.0 / 4.2     0.2% | 0%     4.42 | 5.17
     whole vocabulary words    1,315         39.6 / 17.8 / 39.6 | 5.5 / 0.0 / 5.5     19.0% | 0%    3.10 | 4.55
 
-Abbreviations (`tanh` = "tan ##h", `getaddrinfo`, `isalnum`) cannot be learnt from English in a few
-minutes, and with them neither model gets anywhere; restricted to names made of whole vocabulary words
-(`build_docstring_task(vocab=...)`, `names_in_vocab`) the warm-started model names unseen functions
-("Use local file." -> "open file" for `open_local_file`), while the random one answered "get server" to
-every example we looked at. (In 300 steps the smaller set is seen 8 times, the full one 3 times; part of
-the gap is that.) Reading the English of the source is what warm-starting from a pre-trained encoder
-brings (Rothe et al. 2020, arXiv 1907.12461).
+Abbreviations (`tanh` = "tan ##h", `getaddrinfo`) cannot be learnt from English in a few minutes; restricted to
+names made of whole vocabulary words (`names_in_vocab`) the warm-started model names unseen functions ("Use local
+file." -> "open file" for `open_local_file`), while the random one answered "get server" to every example we looked
+at (in 300 steps the smaller set is seen 8 times, the full one 3: part of the gap). Reading the English of the
+source is what warm-starting brings (Rothe et al. 2020, arXiv 1907.12461).
 
 How the pairs are made (`build_docstring_task`):
-  1. A child process (`python -I -W ignore data.py --collect OUT`) imports every public module in
-     `sys.stdlib_module_names` and its public submodules, minus `_SKIP_MODULES` (GUI, test, side
-     effects). A separate process because an import may print at the file-descriptor level, change
-     global state or crash; -I ignores PYTHONPATH and the working directory, so a user's `random.py`
-     cannot shadow the standard library, and DISPLAY is removed so no window can open.
-  2. Each docstring's signature lines ("S.join(iterable) -> str") are dropped and the first paragraph
-     kept, whitespace collapsed (`clean_docstring`). Pairs whose source is shorter than 3 or longer
-     than 48 words are dropped (48 words ~ 64 WordPiece tokens).
-  3. Leakage: a pair is dropped when the name appears in the source in any spelling
-     (`mentions_name`): "Close the file." is no exercise for `close`.
-  4. Sources are compared after normalisation (`normalise`: lower-case alphanumeric words); a
-     source that names two different things (aliases such as `hexlify`/`b2a_hex`) is ambiguous and
-     dropped, duplicates naming the same thing are kept once.
-  5. Split by a stable hash of the normalised source (sha256, not `hash()` which is salted per
-     process): 80% train, 10% validation, 10% test. Near-duplicate sources that name the same thing
-     ("Return the hyperbolic tangent of x." / "... of z.", both `tanh`) are grouped and take the split
-     of the group's first source, so the answer cannot leak from train to test. A pair's split thus
-     depends on its own text and its near-duplicates only: a machine that lacks an optional module
-     (say `_curses`) loses those pairs without moving any other pair to another split.
-  6. The result is cached as JSONL under `~/.cache/minis2s/` (or `cache_dir`, or $MINIS2S_CACHE_DIR)
-     in a folder named after the Python version, written to a temporary folder and renamed into
-     place, so concurrent builders (DDP ranks) never see half a data set.
+  1. A child process (`python -I -W ignore data.py --collect OUT`) imports every public module of the standard
+     library and its public submodules, minus `_SKIP_MODULES`: an import may print, change global state or crash;
+     -I ignores PYTHONPATH and the working directory (a user's `random.py` cannot shadow the standard library), and
+     DISPLAY is unset, so no window can open.
+  2. Each docstring's signature lines are dropped and its first paragraph kept (`clean_docstring`); sources of
+     fewer than 3 or more than 48 words (~64 WordPiece tokens) are dropped, and so are sources that spell the name
+     (`mentions_name`: "Close the file." is no exercise for `close`).
+  3. A normalised source (`normalise`) naming two different things is ambiguous and dropped; duplicates are kept once.
+  4. Split by a stable hash of the normalised source (`split_of`): 80% train, 10% validation, 10% test.
+     Near-duplicates naming the same thing ("... tangent of x." / "... of z.") take the split of the group's first
+     source, so no answer leaks from train to test; a machine that lacks a module loses its pairs only.
+  5. Cached as JSONL under `~/.cache/minis2s/` (or `cache_dir`, or $MINIS2S_CACHE_DIR) in a folder named after the
+     Python version, built in a temporary folder renamed into place: concurrent builders never see half a data set.
 
-On CPython 3.11.7 / Linux this gives 3,792 pairs: 3,028 train, 412 validation, 352 test; with the
-bert-base-uncased vocabulary filter 1,662: 1,315 / 179 / 168 (`python -m minis2s.data --vocab
-vocab.txt` prints the counts). Docstrings change between Python releases, so results are comparable
-only between runs on the same Python version; `meta.json` records it.
+On CPython 3.11.7 / Linux: 3,792 pairs, 3,028 train / 412 validation / 352 test; with the bert-base-uncased
+vocabulary filter 1,315 / 179 / 168 (`python -m minis2s.data --vocab vocab.txt` prints the counts). Docstrings
+change between Python releases: results compare only on the same Python version (`meta.json` records it).
 
-Files of one's own (`load_pairs`): JSONL (`{"source": ..., "target": ...}` per line) or TSV (two
-tab-separated columns, optional header line `source<TAB>target`).
-
-Batches (`Seq2SeqCollator`, `iterate_batches`): labels are the target ids without the leading [CLS],
-padding set to -100. Shape legend: B batch, S source length, T target length.
-
-References: BERT (1810.04805), Transformer (1706.03762), warm-starting seq2seq (1907.12461).
+Files of one's own (`load_pairs`): JSONL (`{"source": ..., "target": ...}` per line) or TSV (two tab-separated
+columns, optional header line `source<TAB>target`). Batches (`Seq2SeqCollator`, `iterate_batches`): labels are the
+target ids without the leading [CLS], padding set to -100. Shape legend: B batch, S source length, T target length.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
+import importlib
+import inspect
+import io
 import json
 import os
+import pkgutil
 import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-# This file runs as a script in the docstring collector's child process, so it imports nothing outside the
-# standard library at run time: third-party imports change the data (importing torch first replaces
-# inspect.getfile, and that pair disappears) and cost seconds. The collator's tensors come from the tokenizer.
+# This file runs as a script in the docstring collector's child process, so it imports nothing outside the standard
+# library at run time: third-party imports change the data (importing torch first replaces inspect.getfile, and that
+# pair disappears) and cost seconds. The collator's tensors come from the tokenizer. Hence also no files.py here.
 if TYPE_CHECKING:
     import torch
 
@@ -114,15 +101,11 @@ class Pair(NamedTuple):
     target: str
 
 
-# ----------------------------------------------------------------------------------------------
-# Text helpers: pure functions, each with its worked example.
-
+# -- Text helpers: pure functions, each with its worked example ------------------------------------------------------
 
 def normalise(text: str) -> str:
-    """Lower-case alphanumeric words joined by single spaces: the key for deduplication and splits.
-
-    "Return  the SIZE, of x." -> "return the size of x"
-    """
+    """Lower-case alphanumeric words joined by single spaces, the key for deduplication and splits:
+    "Return  the SIZE, of x." -> "return the size of x"."""
     return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
 
 
@@ -170,10 +153,8 @@ def mentions_name(source: str, target: str) -> bool:
 
 
 def split_of(source: str) -> str:
-    """Train/validation/test (80/10/10) from sha256 of the normalised source: same text, same split.
-
-    Stable across processes and machines, unlike the built-in hash() which is salted per process.
-    """
+    """Train/validation/test (80/10/10) from sha256 of the normalised source: same text, same split, on every
+    machine and in every process (the built-in hash() is salted per process)."""
     digest = hashlib.sha256(normalise(source).encode("utf-8")).digest()
     bucket = int.from_bytes(digest[:8], "big") % 100
     return "train" if bucket < 80 else "validation" if bucket < 90 else "test"
@@ -189,19 +170,10 @@ def near_duplicates(a: str, b: str) -> bool:
     return len(x & y) >= 0.7 * len(x | y)
 
 
-# ----------------------------------------------------------------------------------------------
-# Collecting docstrings (runs in a child process, see the module docstring).
-
+# -- Collecting docstrings (runs in a child process, see the module docstring) ---------------------------------------
 
 def _collect_docstrings(out_path: str) -> None:
     """Child process: import the standard library and write [module, qualname, kind, doc] rows."""
-    import contextlib
-    import importlib
-    import inspect
-    import io
-    import pkgutil
-    import warnings
-
     def quiet_import(name):
         try:
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
@@ -309,9 +281,7 @@ def make_pairs(rows: Sequence[Sequence[str]]) -> list[dict]:
     return sorted(records, key=lambda r: (r["module"], r["qualname"]))
 
 
-# ----------------------------------------------------------------------------------------------
-# Building, caching and loading.
-
+# -- Building, caching and loading -----------------------------------------------------------------------------------
 
 def default_cache_dir() -> Path:
     """$MINIS2S_CACHE_DIR if set, else ~/.cache/minis2s."""
@@ -328,27 +298,26 @@ def build_docstring_task(cache_dir: str | os.PathLike | None = None, *, vocab: C
                          rebuild: bool = False) -> dict[str, list[Pair]]:
     """The docstring-naming task as {"train": [...], "validation": [...], "test": [...]} of Pairs.
 
-    Built once (a few seconds) and cached as `<cache_dir>/docstrings-v1-cpython3.11.7-linux/{split}.jsonl`
-    plus `meta.json` (counts, Python version, modules that failed to import). Later calls read the cache.
-    vocab: keep only names made of whole words of this WordPiece vocabulary (`names_in_vocab`), the
-    setting the module docstring measured; e.g. `tokenizer.backend_tokenizer.get_vocab()`. The cache
-    holds every pair; filtering never moves a pair to another split.
+    Built once (a few seconds) and cached as `<cache_dir>/docstrings-v2-cpython3.11.7-linux/{split}.jsonl` plus
+    `meta.json` (counts, Python version, modules that failed to import). Later calls read the cache. vocab: keep
+    only names made of whole words of this WordPiece vocabulary (`names_in_vocab`), the setting the module docstring
+    measured, e.g. `tokenizer.backend_tokenizer.get_vocab()`; filtering never moves a pair to another split.
     """
     final = _task_dir(cache_dir)
     if rebuild and final.exists():
         shutil.rmtree(final)
     if not (final / "meta.json").exists():
+        # Built beside `final` and renamed. Not files.atomic_directory, which would swap out a directory that another
+        # builder (a DDP rank) may be reading: here the first builder to finish wins and the others drop their copy.
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
         try:
             raw = _run_collector(str(tmp))
             records = make_pairs(raw["rows"])
-            counts = {}
+            counts = {split: sum(r["split"] == split for r in records) for split in SPLITS}
             for split in SPLITS:
-                chosen = [r for r in records if r["split"] == split]
-                counts[split] = len(chosen)
-                with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:
-                    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in chosen)
+                lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records if r["split"] == split]
+                (tmp / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
             meta = {"data_version": DATA_VERSION, "python": sys.version, "platform": sys.platform,
                     "counts": counts, "raw_docstrings": len(raw["rows"]), "modules_imported": raw["modules"],
                     "modules_failed": raw["failed"]}
@@ -375,14 +344,10 @@ def names_in_vocab(pairs: Sequence[Pair], vocab: Container[str]) -> list[Pair]:
 
 
 def load_pairs(path: str | os.PathLike) -> list[Pair]:
-    """Read pairs from a `.jsonl` file (objects with string keys "source" and "target"; other keys are
-    ignored) or a `.tsv` file (source<TAB>target, an optional first line `source<TAB>target` is a header).
-
-    Blank lines are skipped. Anything else that is not a pair raises ValueError naming the file and the
-    line: missing keys or columns, an empty source or target, invalid JSON, bytes that are not UTF-8.
-    """
-    path = Path(path)
-    kind = path.suffix.lower()
+    """Read pairs from a `.jsonl` file (objects with string keys "source" and "target"; other keys are ignored) or a
+    `.tsv` file (source<TAB>target, an optional first line `source<TAB>target` is a header). Blank lines are skipped;
+    anything else that is not a pair raises ValueError naming the file and the line."""
+    path, kind = Path(path), Path(path).suffix.lower()
     if kind not in (".jsonl", ".tsv"):
         raise ValueError(f"{path}: unknown extension {path.suffix!r}; expected .jsonl or .tsv")
     data = path.read_bytes()
@@ -418,10 +383,9 @@ def load_pairs(path: str | os.PathLike) -> list[Pair]:
             if missing:
                 raise ValueError(f"{where}: missing key {missing[0]!r} (keys found: {sorted(record)})")
             source, target = record["source"], record["target"]
-            for key, value in (("source", source), ("target", target)):
-                if not isinstance(value, str):
-                    raise ValueError(f"{where}: {key!r} must be a string, found {type(value).__name__}")
         for key, value in (("source", source), ("target", target)):
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: {key!r} must be a string, found {type(value).__name__}")
             if not value.strip():
                 raise ValueError(f"{where}: empty {key}")
         pairs.append(Pair(source, target))
@@ -430,9 +394,7 @@ def load_pairs(path: str | os.PathLike) -> list[Pair]:
     return pairs
 
 
-# ----------------------------------------------------------------------------------------------
-# Batching.
-
+# -- Batching --------------------------------------------------------------------------------------------------------
 
 class Seq2SeqCollator:
     """Pairs -> {"input_ids": (B, S), "attention_mask": (B, S), "labels": (B, T)} as torch tensors.
@@ -453,13 +415,11 @@ class Seq2SeqCollator:
         self.max_target_len = max_target_len  # T <= this, [SEP] included ([CLS] is dropped)
 
     def __call__(self, pairs: Sequence[Pair]) -> dict[str, torch.Tensor]:
-        sources = [p[0] for p in pairs]
-        targets = [p[1] for p in pairs]
-        enc = self.tokenizer(sources, padding=True, truncation=True, max_length=self.max_source_len,
+        enc = self.tokenizer([p[0] for p in pairs], padding=True, truncation=True, max_length=self.max_source_len,
                              return_tensors="pt")
         # +1: the [CLS] that is dropped below. Truncation keeps [SEP] as the last real token.
-        dec = self.tokenizer(targets, padding=True, truncation=True, max_length=self.max_target_len + 1,
-                             return_tensors="pt")
+        dec = self.tokenizer([p[1] for p in pairs], padding=True, truncation=True,
+                             max_length=self.max_target_len + 1, return_tensors="pt")
         ids, mask = dec["input_ids"], dec["attention_mask"]  # (B, T+1)
         cls = self.tokenizer.cls_token_id
         if not bool((ids[:, 0] == cls).all()):
@@ -508,15 +468,13 @@ def iterate_batches(pairs: Sequence[Pair], batch_size: int, *, shuffle: bool = T
 
 def main() -> None:
     """`python -m minis2s.data [--cache-dir DIR] [--vocab vocab.txt]`: build (or read) the task, print its counts."""
-    import argparse
-
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--vocab", default=None, help="a vocab.txt: keep only names made of its whole words")
+    parser.add_argument("--cache-dir")
+    parser.add_argument("--vocab", help="a vocab.txt: keep only names made of its whole words")
     args = parser.parse_args()
     vocab = None if args.vocab is None else set(Path(args.vocab).read_text(encoding="utf-8").splitlines())
     splits = build_docstring_task(args.cache_dir, vocab=vocab)
-    print(f"{_task_dir(args.cache_dir)}")
+    print(_task_dir(args.cache_dir))
     for split, pairs in splits.items():
         words_s = sum(len(p.source.split()) for p in pairs) / len(pairs)
         words_t = sum(len(p.target.split()) for p in pairs) / len(pairs)

@@ -13,24 +13,20 @@ budget (the same steps, global batch, warm-up and decay for all), four configura
                 the blocks a warm start creates new (cross-attention, LM-head transform) trained:
                 parameter-efficient fine-tuning against full fine-tuning
 
-The task is the docstring-naming task restricted to names made of whole words of MiniLM's vocabulary
-(`build_docstring_task(vocab=...)`): abbreviations such as `getaddrinfo` cannot be learnt from English in a few
-minutes, and on the unrestricted task neither model gets anywhere in this budget (data.py's docstring has the
-numbers; on it the warm-started model's validation loss is better, but greedy outputs barely depend on the source).
-
-Each is scored on the held-out TEST split (greedy decoding by default): ROUGE-1/2/L F1 and exact match (metrics.py).
+The task keeps the names made of whole words of MiniLM's vocabulary: abbreviations such as `getaddrinfo` cannot be
+learnt from English in a few minutes (data.py's docstring has the numbers). Each configuration is scored on the
+held-out TEST split (greedy by default): ROUGE-1/2/L F1 and exact match (metrics.py).
 
 The work is fixed, so the numbers reproduce on any machine (to float rounding: another CPU or thread count sums in
-another order); only the time it takes differs. 388 steps x global batch 32 per configuration (README's table),
-234 for --quick (README's main job); `--steps` changes it. Progress bars with an ETA show how long each phase
-will take. `--minutes` is an optional cap: once the first steps are timed, a run that would not fit stops with
-one line giving its estimate, before spending the budget.
+another order); only the time differs. 388 steps x global batch 32 per configuration (README's table), 234 for
+--quick (README's main job). `--minutes` is an optional cap: once the first steps are timed, a run that would not
+fit stops with one line giving its estimate, before spending the budget.
 
     python -m minis2s experiment --out runs/experiment     the table (results.md), curves.png, samples.md, models
     python -m minis2s experiment --quick                   the "main job": bert2bert only, about 3 minutes on 2 cores
 
-References: Rothe et al. 2020 (arXiv 1907.12461: CNN/DailyMail ROUGE-2 Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare
-18.10); Houlsby et al. 2019 (arXiv 1902.00751) for the adapters; Wang et al. 2020 (arXiv 2002.10957) for MiniLM.
+References: Rothe et al. 2020 (CNN/DailyMail ROUGE-2 Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare 18.10); Houlsby et
+al. 2019 (arXiv 1902.00751) for the adapters; Wang et al. 2020 (arXiv 2002.10957) for MiniLM.
 """
 
 from __future__ import annotations
@@ -46,8 +42,11 @@ from pathlib import Path
 
 import torch
 
-from .train import (TrainConfig, _fmt_time, choose_threads, evaluate, generate_command, plot_curves, progress_bar,
-                    random_init_like, resolve_checkpoint, seed_everything, train)
+from . import add_adapter, load_tokenizer, train_adapter, warm_start
+from .data import build_docstring_task
+from .files import write_json, write_text
+from .train import (TrainConfig, choose_threads, evaluate, fmt_time, generate_command, plot_curves, random_init_like,
+                    resolve_checkpoint, seed_everything, train)
 
 CONFIGS = ("random", "bert2bert", "bertshare", "adapters")
 STEPS = 388  # per configuration: the README's table (10% warm-up, 4 validation evaluations)
@@ -58,9 +57,6 @@ LABELS = {"random": "Rnd2Rnd (random init)", "bert2bert": "BERT2BERT (warm-start
 
 def build(name: str, bert_dir: Path, seed: int, adapter: str = "double_seq_bn"):
     """The model of configuration `name`, ready to train (adapters: frozen base, trainable adapters + cross-attention)."""
-    from .adapters_compat import add_adapter, train_adapter
-    from .convert import warm_start
-
     if name == "random":
         return random_init_like(bert_dir, seed=seed)
     model = warm_start(bert_dir, share=name == "bertshare", seed=seed)
@@ -74,15 +70,9 @@ def build(name: str, bert_dir: Path, seed: int, adapter: str = "double_seq_bn"):
 
 def machine() -> str:
     """"Intel(R) Xeon(R) Processor, 2 threads, torch 2.13.0, Python 3.11.7" (the GPU's name on CUDA)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = torch.get_num_threads()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+    cpu, n = (names or [platform.processor() or platform.machine()])[0], torch.get_num_threads()
     where = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{cpu}, {n} thread{'s' * (n > 1)}"
     return f"{where}, torch {torch.__version__.split('+')[0]}, Python {platform.python_version()}"
 
@@ -98,9 +88,7 @@ class Budget:
 
     def __init__(self, minutes: float, t_start: float, steps: int, n_configs: int, eval_pairs: int, probe: int = 6):
         self.minutes, self.t_start, self.steps, self.n_configs = minutes, t_start, steps, n_configs
-        self.eval_pairs, self.probe = eval_pairs, min(probe, steps)
-        self.eval_s_per_pair = 0.0
-        self.t_first = None
+        self.eval_pairs, self.probe, self.eval_s_per_pair, self.t_first = eval_pairs, min(probe, steps), 0.0, None
 
     def time_evaluation(self, model, tokenizer, pairs, cfg: TrainConfig) -> None:
         t0 = time.perf_counter()
@@ -136,44 +124,29 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
 
     `steps`: optimizer steps per configuration (warm-up `warmup_frac` of them; 4 validation evaluations);
     `minutes`: optional cap on the whole command (see `Budget`); `eval_examples`: validation pairs scored during
-    training; `task`: {"train", "validation", "test"} pairs to use instead of the docstring task (smoke tests);
-    `threads`: what `choose_threads` said, for the header.
+    training; `task`: {"train", "validation", "test"} pairs instead of the docstring task (tests); `threads`: what
+    `choose_threads` said, for the header.
     """
-    from .data import build_docstring_task
-    from .tokenizer import load_tokenizer
-
-    t_start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def log(msg):
-        if progress:
-            print(msg, file=sys.stderr, flush=True)
-
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    loading = progress_bar(2, "loading", "stage", progress)
-    loading.set_postfix_str("tokenizer")
+    t_start, out = time.perf_counter(), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     bert_dir = resolve_checkpoint(bert)
     tokenizer = load_tokenizer(bert_dir)
-    loading.update(1)
-    if task is None:  # names made of whole vocabulary words, see the module docstring
-        loading.set_postfix_str("docstring task (built once, then cached)")
+    if task is None:  # names made of whole vocabulary words, see the module docstring; built once, then cached
         task = build_docstring_task(cache_dir, vocab=tokenizer.backend_tokenizer.get_vocab())
-    loading.update(1)
-    loading.close()
     log(f"docstring task (names of whole vocabulary words): {len(task['train'])} train / {len(task['validation'])} "
         f"validation / {len(task['test'])} test pairs")
     log(f"machine: {machine()}" + (f"\nthreads: {threads}" if threads else ""))
-    base = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, max_source_len=64, max_target_len=16,
-                       eval_examples=eval_examples, max_new_tokens=16, num_beams=1, progress=progress, log_every=25,
-                       overwrite=True, save_checkpoints=False, steps=steps, warmup=max(1, round(warmup_frac * steps)),
-                       eval_every=max(1, steps // 4))
+    base = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, eval_examples=eval_examples, progress=progress,
+                       log_every=25, overwrite=True, save_checkpoints=False, steps=steps,
+                       warmup=max(1, round(warmup_frac * steps)), eval_every=max(1, steps // 4))
     log(f"the work: {len(configs)} configuration(s) x {steps} steps x global batch {batch_size}, then the test split")
-    n_val = min(eval_examples, len(task["validation"])) if eval_examples else len(task["validation"])
     budget = None
     if minutes is not None:
-        n_evals = steps // base.eval_every + (steps % base.eval_every != 0)  # every eval_every steps and the last
+        n_val = min(eval_examples, len(task["validation"])) if eval_examples else len(task["validation"])
+        n_evals = math.ceil(steps / base.eval_every)  # every eval_every steps and the last
         budget = Budget(minutes, t_start, steps, len(configs), len(configs) * (len(task["test"]) + n_evals * n_val))
 
     rows, logs, outputs, model_dirs = [], {}, {}, {}
@@ -183,18 +156,15 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         model = build(name, bert_dir, seed, adapter)
         if budget is not None and not budget.eval_s_per_pair:
             budget.time_evaluation(model, tokenizer, task["validation"][:32], base)
-        cfg = TrainConfig(**{**base.to_dict(), "out_dir": str(out / name),
-                             "lr": adapter_lr if name == "adapters" else lr})
+        cfg = TrainConfig(**{**base.to_dict(), "out_dir": str(out / name), "lr": adapter_lr if name == "adapters" else lr})
         log(f"\n== {LABELS[name]}: {steps} steps, lr {cfg.lr:g} ==")
         history = train(model, tokenizer, task["train"], task["validation"], cfg, run_info={"config": name},
                         on_step=budget.on_step if budget is not None and not rows else None, label=name)
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        n_all = model.num_parameters()
+        n_train, n_all = sum(p.numel() for p in model.parameters() if p.requires_grad), model.num_parameters()
         t_test = time.perf_counter()
-        test = evaluate(model, tokenizer, task["test"], batch_size=cfg.eval_batch_size,
+        test = evaluate(model, tokenizer, task["test"], batch_size=cfg.eval_batch_size, num_beams=num_beams,
                         max_source_len=cfg.max_source_len, max_target_len=cfg.max_target_len,
-                        max_new_tokens=cfg.max_new_tokens, num_beams=num_beams,
-                        progress=f"{name}: test" if progress else None)
+                        max_new_tokens=cfg.max_new_tokens, progress=f"{name}: test" if progress else None)
         outputs[name] = test.pop("predictions")
         if save_models:
             model_dirs[name] = save_model(model, tokenizer, out / name, name)
@@ -205,7 +175,7 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         logs[LABELS[name]] = history["train"] + history["eval"]
         log(f"test: loss {test['loss']:.3f}, ROUGE-1/2/L {100 * test['rouge1']:.1f}/{100 * test['rouge2']:.1f}/"
             f"{100 * test['rougeL']:.1f}, exact match {100 * test['exact_match']:.1f}% "
-            f"({_fmt_time(rows[-1]['wall_s'])} for this configuration)")
+            f"({fmt_time(rows[-1]['wall_s'])} for this configuration)")
         del model
 
     total_s = time.perf_counter() - t_start
@@ -219,9 +189,7 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
     print(f"\n{table}\n\n{settings}\nmachine: {machine()}; whole command {total_s / 60:.1f} min\n")
     for i in samples[:5]:
         print(f"source:    {task['test'][i].source}\nreference: {task['test'][i].target}")
-        for name in configs:
-            print(f"  {name:>10}: {outputs[name][i]}")
-        print()
+        print("".join(f"  {name:>10}: {outputs[name][i]}\n" for name in configs))
     if minutes is not None and total_s > 60 * minutes:
         print(f"note: the command took {total_s / 60:.1f} min, over its {minutes:g}-minute budget: the machine got "
               "busier after the first steps were timed", file=sys.stderr)
@@ -242,25 +210,20 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
 
 
 def save_model(model, tokenizer, run_dir: Path, name: str) -> Path:
-    """`run_dir/model`: the trained model with its tokenizer, a directory `python -m minis2s generate` reads.
-
-    An adapter model's base (with its trained cross-attention and LM head) goes there too, and the adapter itself
-    into `run_dir/adapter` (save_adapter: kilobytes, loadable in the adapters library).
-    """
-    from .adapters_compat import save_adapter
-
+    """`run_dir/model`: the trained model with its tokenizer, a directory `python -m minis2s generate` reads. An
+    adapter model's base (trained cross-attention and LM head included) goes there too, and the adapter into
+    `run_dir/adapter` (save_adapter: kilobytes, loadable in the adapters library)."""
     model.save_pretrained(run_dir / "model")  # the base model: adapters are never part of it
     tokenizer.save_pretrained(run_dir / "model")
     if name == "adapters":
-        save_adapter(model, run_dir / "adapter", "task")
+        model.save_adapter(run_dir / "adapter", "task")
     return run_dir / "model"
 
 
 def results_table(rows) -> str:
     """The markdown table: one row per configuration, scores x 100."""
-    head = ("| configuration | ROUGE-1 | ROUGE-2 | ROUGE-L | exact match | test loss | trainable params | "
-            "train + test time |\n|---|---:|---:|---:|---:|---:|---:|---:|")
-    lines = [head]
+    lines = ["| configuration | ROUGE-1 | ROUGE-2 | ROUGE-L | exact match | test loss | trainable params | "
+             "train + test time |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['label']} | {100 * r['rouge1']:.1f} | {100 * r['rouge2']:.1f} | {100 * r['rougeL']:.1f} | "
                      f"{100 * r['exact_match']:.1f} | {r['loss']:.3f} | {r['trainable'] / 1e6:.2f}M "
@@ -269,64 +232,57 @@ def results_table(rows) -> str:
 
 
 def write_outputs(out: Path, rows, table, settings, total_s, test, samples, outputs, logs, configs) -> None:
-    from .config import write_json_atomic
-
-    cmd = None  # the command line that produced the table, when it was one
-    if sys.argv and sys.argv[0].endswith(("__main__.py", "experiment.py")):
-        prog = "python -m minis2s" if sys.argv[0].endswith("__main__.py") else "python -m minis2s.experiment"
-        cmd = " ".join([prog, *map(shlex.quote, sys.argv[1:])])
+    """results.md (with the command line that produced it, when it was one), results.json, samples.md, curves.png."""
     md = [f"# Warm-starting BERT2BERT from MiniLM on the docstring-naming task\n", table, "",
           f"Training: {settings}.", "", f"Machine: {machine()}. Whole command: {total_s / 60:.1f} min.", ""]
-    if cmd:
-        md += [f"Command: `{cmd}`", ""]
-    (out / "results.md").write_text("\n".join(md), encoding="utf-8")
-    write_json_atomic(out / "results.json", {"rows": rows, "settings": settings, "machine": machine(),
-                                             "total_s": total_s})
+    if sys.argv and sys.argv[0].endswith(("__main__.py", "experiment.py")):
+        prog = "python -m minis2s" if sys.argv[0].endswith("__main__.py") else "python -m minis2s.experiment"
+        md += [f"Command: `{' '.join([prog, *map(shlex.quote, sys.argv[1:])])}`", ""]
+    write_text(out / "results.md", "\n".join(md))
+    write_json(out / "results.json", {"rows": rows, "settings": settings, "machine": machine(), "total_s": total_s})
     lines = ["# Sample generations on the test split\n"]
     for i in samples:
         lines.append(f"- **source:** {test[i].source}\n  - reference: `{test[i].target}`")
         lines += [f"  - {LABELS[c]}: `{outputs[c][i]}`" for c in configs]
-    (out / "samples.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(out / "samples.md", "\n".join(lines) + "\n")
     plot_curves(logs, out / "curves.png", title="docstring -> name: MiniLM-shaped bert2bert, same budget")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true",
-                   help=f"the main job: warm-started bert2bert only, {QUICK_STEPS} steps")
-    p.add_argument("--configs", default=None, help=f"comma-separated subset of {','.join(CONFIGS)}")
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"optimizer steps per configuration (default {STEPS}; {QUICK_STEPS} with --quick)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="optional cap on the whole command: stop after the first steps, with the estimated time, "
-                   "if the run would not fit (the steps never change)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: the cores not already busy, from the load average)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of full fine-tuning")
-    p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak learning rate of adapter training")
-    p.add_argument("--adapter", default="double_seq_bn", help="adapter preset (seq_bn, double_seq_bn, par_bn)")
-    p.add_argument("--num-beams", type=int, default=1, help="decoding of the test split (1: greedy)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bert", default="minilm", help="the BERT checkpoint to warm-start from ('minilm': embedded)")
-    p.add_argument("--out", default=None, help="run directory (default runs/experiment, runs/quick with --quick)")
-    p.add_argument("--cache-dir", default=None, help="where the docstring task is cached")
+    """The `experiment` subcommand's options: the work (--quick, --configs, --steps), the cap, then run()'s settings."""
+    p.add_argument("--quick", action="store_true", help=f"the main job: warm-started bert2bert only, {QUICK_STEPS} steps")
+    p.add_argument("--configs", help=f"comma-separated subset of {','.join(CONFIGS)}")
+    p.add_argument("--steps", type=int, help=f"optimizer steps per configuration (default {STEPS}; {QUICK_STEPS} "
+                   "with --quick)")
+    p.add_argument("--minutes", type=float, help="optional cap on the whole command: stop after the first steps, with "
+                   "the estimated time, if the run would not fit (the steps never change)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy, from the load average)")
+    p.add_argument("--out", help="run directory (default runs/experiment, runs/quick with --quick)")
+    p.add_argument("--batch-size", type=int, default=32, help="global batch (default: 32)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of full fine-tuning (default: 3e-4)")
+    p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak learning rate of adapter training (default: 1e-3)")
+    p.add_argument("--adapter", default="double_seq_bn", help="adapter preset: seq_bn, double_seq_bn (default), par_bn")
+    p.add_argument("--num-beams", type=int, default=1, help="decoding of the test split (default 1: greedy)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--bert", default="minilm", help="the BERT checkpoint to warm-start from (default 'minilm': embedded)")
+    p.add_argument("--cache-dir", help="where the docstring task is cached")
 
 
 def run_command(args) -> dict:
     configs = tuple(args.configs.split(",")) if args.configs else (("bert2bert",) if args.quick else CONFIGS)
-    unknown = [c for c in configs if c not in CONFIGS]
-    if unknown:
-        raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from {CONFIGS}")
+    if any(c not in CONFIGS for c in configs):
+        raise SystemExit(f"error: unknown configuration(s) {[c for c in configs if c not in CONFIGS]}; choose from "
+                         f"{CONFIGS}")
     steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else STEPS)
     if steps < 1:
         raise SystemExit(f"error: --steps must be >= 1, got {steps}")
     if args.minutes is not None and args.minutes <= 0:
         raise SystemExit(f"error: --minutes must be > 0, got {args.minutes:g}")
     _, threads = choose_threads(args.threads)
-    out = args.out or ("runs/quick" if args.quick else "runs/experiment")
-    return run(out, configs=configs, steps=steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-               adapter_lr=args.adapter_lr, adapter=args.adapter, num_beams=args.num_beams, seed=args.seed,
-               bert=args.bert, cache_dir=args.cache_dir, threads=threads)
+    return run(args.out or ("runs/quick" if args.quick else "runs/experiment"), configs=configs, steps=steps,
+               minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, adapter_lr=args.adapter_lr,
+               adapter=args.adapter, num_beams=args.num_beams, seed=args.seed, bert=args.bert,
+               cache_dir=args.cache_dir, threads=threads)
 
 
 def main(argv=None) -> None:

@@ -3,84 +3,75 @@
     python -m minis2s generate MODEL_DIR "some text" ["more text" ...] [options]
     cat sources.txt | python -m minis2s generate MODEL_DIR [options]       (one source per line; "-" also reads stdin)
 
-MODEL_DIR is a minis2s checkpoint directory (config.json + model.safetensors, as written by `save_pretrained`);
-the tokenizer is read from the same directory unless --tokenizer names another. Each source prints one line per
-returned sequence (--num-return-sequences of them, best first), in input order; stdin is read and answered in
-batches of --batch-size lines, so it works in a pipe. The options are `generation.generate`'s, with dashes.
+MODEL_DIR is a minis2s checkpoint directory (config.json + model.safetensors, as `save_pretrained` writes it); the
+tokenizer is read from it unless --tokenizer names another. Each source prints one line per returned sequence, best
+first, in input order; stdin is answered in batches of --batch-size lines, so it works in a pipe.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 from itertools import islice
+from typing import Literal
 
 import torch
 
+from . import EncoderDecoderModel, generate, load_tokenizer
+from .train import add_options, from_options, option
+
+
+@dataclass
+class Settings:
+    """`generate`'s settings, one option each; max_length and min_length count the start token."""
+
+    max_new_tokens: int | None = option(None, "at most this many new tokens (20 unless --max-length is given)")
+    max_length: int | None = option(None, "at most this many tokens")
+    min_new_tokens: int | None = option(None, "no [SEP] before this many new tokens")
+    min_length: int | None = option(None, "no [SEP] before this many tokens")
+    num_beams: int = option(1, "beam search with this many beams; 1: greedy or sampling")
+    length_penalty: float = option(1.0, "beam search: > 0 favours longer outputs")
+    early_stopping: Literal["true", "false", "never"] = option("false", "beam search: when to stop")
+    no_repeat_ngram_size: int = option(0, "no n-gram of this size twice in an output; 0: off")
+    num_return_sequences: int = option(1, "outputs per source (<= --num-beams)")
+    do_sample: bool = option(False, "sample instead of taking the most likely token")
+    temperature: float = option(1.0, "sampling: divide the logits by this")
+    top_k: int = option(50, "sampling: keep the k most likely tokens; 0: off (50 as in transformers)")
+    top_p: float = option(1.0, "sampling: keep the most likely tokens that make up this probability; 1.0: off")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `generate` subcommand's options."""
+    """The `generate` subcommand's options: what to run, how to run it, then `Settings`."""
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a minis2s checkpoint directory")
     p.add_argument("texts", metavar="TEXT", nargs="*", help='source texts; none or "-": one per line from stdin')
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory or file (default: MODEL_DIR)")
-    length = p.add_argument_group("length (max_length and min_length count the start token)")
-    length.add_argument("--max-new-tokens", type=int, metavar="N", help="default: 20, unless --max-length is given")
-    length.add_argument("--max-length", type=int, metavar="N")
-    length.add_argument("--min-new-tokens", type=int, metavar="N")
-    length.add_argument("--min-length", type=int, metavar="N")
-    beam = p.add_argument_group("beam search")
-    beam.add_argument("--num-beams", type=int, metavar="N", default=1, help="1: greedy or sampling (default)")
-    beam.add_argument("--length-penalty", type=float, metavar="X", default=1.0, help="> 0 favours longer outputs")
-    beam.add_argument("--early-stopping", choices=("true", "false", "never"), default="false")
-    beam.add_argument("--no-repeat-ngram-size", type=int, metavar="N", default=0, help="0: off")
-    beam.add_argument("--num-return-sequences", type=int, metavar="N", default=1,
-                      help="outputs per source (<= --num-beams)")
-    sample = p.add_argument_group("sampling")
-    sample.add_argument("--do-sample", action="store_true", help="sample instead of taking the most likely token")
-    sample.add_argument("--temperature", type=float, metavar="X", default=1.0)
-    sample.add_argument("--top-k", type=int, metavar="N", default=50, help="0: off (default 50, as in transformers)")
-    sample.add_argument("--top-p", type=float, metavar="X", default=1.0, help="1.0: off")
-    sample.add_argument("--seed", type=int, metavar="N", help="seed for the sampler (default: unseeded)")
-    run = p.add_argument_group("running")
-    run.add_argument("--max-source-length", type=int, metavar="N", help="truncate sources to this many tokens "
-                     "(default: the encoder's max_position_embeddings)")
-    run.add_argument("--batch-size", type=int, metavar="N", default=16, help="sources per generate call")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    run.add_argument("--attn", choices=("eager", "sdpa"), help="attention kernel (default: the config's)")
-    run.add_argument("--no-cache", action="store_true", help="re-run the decoder on the whole prefix every step")
-    run.add_argument("--keep-special-tokens", action="store_true", help="print [CLS], [SEP], [PAD] too")
+    p.add_argument("--seed", type=int, help="seed for the sampler (default: unseeded)")
+    p.add_argument("--max-source-length", type=int, help="truncate sources to this many tokens (default: the "
+                   "encoder's max_position_embeddings)")
+    p.add_argument("--batch-size", type=int, default=16, help="sources per generate call (default: 16)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--attn", choices=("eager", "sdpa"), help="attention kernel (default: the config's)")
+    p.add_argument("--no-cache", action="store_true", help="re-run the decoder on the whole prefix every step")
+    p.add_argument("--keep-special-tokens", action="store_true", help="print [CLS], [SEP], [PAD] too")
+    add_options(p, Settings)
 
 
 def run_command(args: argparse.Namespace) -> None:
     """Load the model and tokenizer, then print the generations for every source."""
-    from .generation import generate
-    from .model import EncoderDecoderModel
-    from .tokenizer import load_tokenizer
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    try:
-        model = EncoderDecoderModel.from_pretrained(args.model_dir, attn_implementation=args.attn,
-                                                    map_location=device)
-        tokenizer = load_tokenizer(args.tokenizer or args.model_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    model = EncoderDecoderModel.from_pretrained(args.model_dir, attn_implementation=args.attn, map_location=device)
+    tokenizer = load_tokenizer(args.tokenizer or args.model_dir)
     max_source = args.max_source_length or model.config.encoder.max_position_embeddings
-    early_stopping = {"true": True, "false": False, "never": "never"}[args.early_stopping]
+    settings = dataclasses.asdict(from_options(Settings, args))
+    settings["early_stopping"] = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
-    settings = dict(max_length=args.max_length, max_new_tokens=args.max_new_tokens, min_length=args.min_length,
-                    min_new_tokens=args.min_new_tokens, num_beams=args.num_beams, length_penalty=args.length_penalty,
-                    early_stopping=early_stopping, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                    num_return_sequences=args.num_return_sequences, do_sample=args.do_sample,
-                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, generator=generator,
-                    use_cache=not args.no_cache)
-
     from_stdin = not args.texts or args.texts == ["-"]
     lines = (line.rstrip("\r\n") for line in sys.stdin) if from_stdin else iter(args.texts)
     while batch := list(islice(lines, args.batch_size)):
         enc = tokenizer(batch, padding=True, truncation=True, max_length=max_source, return_tensors="pt")
-        try:
-            ids = generate(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), **settings)
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+        ids = generate(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), generator=generator,
+                       use_cache=not args.no_cache, **settings)
         for text in tokenizer.batch_decode(ids.cpu(), skip_special_tokens=not args.keep_special_tokens):
             print(text, flush=from_stdin)

@@ -1,13 +1,18 @@
-"""The command line `python -m minis2s generate` (minis2s/generate_cli.py, wired in minis2s/__main__.py).
+"""The command line `python -m minis2s generate` (minis2s/generate_cli.py, wired in minis2s/__main__.py), and the
+options that train and generate derive from their settings dataclasses (train.add_options).
 
 A tiny random model with the bert-base-uncased vocabulary (30522 ids, so MiniLM's tokenizer files fit it) is saved
 with `save_pretrained` next to those tokenizer files. The command is run as a user runs it, in a subprocess, with
 texts as arguments and with lines on stdin; its output must equal the Python API's decoded output. Error cases run
-in-process (faster) and must exit with a one-line message naming the problem.
+in-process (faster) and must exit with a one-line message naming the problem. Every TrainConfig field and every
+generate setting is an option whose default is the field's (generate's own default, for the latter).
 
 Run: python -m pytest tests/test_cli.py -q
 """
 
+import argparse
+import dataclasses
+import inspect
 import os
 import shutil
 import subprocess
@@ -18,10 +23,10 @@ import pytest
 import torch
 
 from conftest import minilm_dir, tiny_config
+from minis2s import EncoderDecoderModel, generate, load_tokenizer
 from minis2s.__main__ import main
-from minis2s.generation import generate
-from minis2s.model import EncoderDecoderModel
-from minis2s.tokenizer import load_tokenizer
+from minis2s.generate_cli import Settings
+from minis2s.train import TrainConfig, add_arguments, from_options
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["The tower is 324 metres tall.", "It was the first structure to reach a height of 300 metres.", "Hello!"]
@@ -95,3 +100,35 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "generate" in out and "train" in out
+
+
+def parse_train(*args) -> TrainConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_options(TrainConfig, parser.parse_args(["--warm-start", "minilm", "--out", "runs/x", *args]))
+
+
+def test_train_options_are_the_config_fields_with_their_defaults():
+    assert parse_train() == TrainConfig(out_dir="runs/x")
+    cfg = parse_train("--steps", "7", "--lr", "1e-3", "--betas", "0.8", "0.99", "--amp", "fp32", "--device", "cpu",
+                      "--force", "--resume", "--no-plot", "--no-eval-generate", "--max-grad-norm", "0")
+    assert cfg == TrainConfig(out_dir="runs/x", steps=7, lr=1e-3, betas=(0.8, 0.99), amp="fp32", device="cpu",
+                              overwrite=True, resume=True, plot=False, eval_generate=False, max_grad_norm=0.0)
+    with pytest.raises(SystemExit):  # argparse's usage error (exit status 2): not a choice
+        parse_train("--amp", "fp16")
+
+
+def test_generate_options_default_to_what_generate_does():
+    defaults = inspect.signature(generate).parameters
+    for f in dataclasses.fields(Settings):
+        expected = defaults[f.name].default
+        assert f.default == (str(expected).lower() if f.name == "early_stopping" else expected), f.name
+
+
+def test_a_bad_file_is_one_line_and_exit_status_1(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    done = subprocess.run([sys.executable, "-m", "minis2s", "train", "--model-dir", str(tmp_path / "missing"),
+                           "--out", str(tmp_path / "run"), "--threads", "1"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "missing" in done.stderr

@@ -14,6 +14,7 @@ Run: python -m pytest -q tests/test_train.py
 import json
 import os
 import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -24,12 +25,13 @@ import pytest
 import torch
 
 from conftest import assert_close, require, tiny_config
-from minis2s.adapters_compat import BnConfig, add_adapter, train_adapter
-from minis2s.checkpoint import read_safetensors
-from minis2s.data import Pair
-from minis2s.model import EncoderDecoderModel
-from minis2s.tokenizer import load_tokenizer
-from minis2s.train import (BatchStream, Dist, TrainConfig, evaluate, forward_backward, lr_multiplier, main,
+from minis2s import BnConfig, EncoderDecoderModel, add_adapter, experiment, load_tokenizer, train_adapter
+from minis2s import train as train_module
+from minis2s.__main__ import main as cli
+from minis2s.checkpoint import stack_to_bert_name
+from minis2s.data import Pair, Seq2SeqCollator
+from minis2s.files import read_safetensors, write_json, write_safetensors
+from minis2s.train import (Dist, GlobalBatches, TrainConfig, evaluate, forward_backward, lr_multiplier, main,
                            param_groups, split_batch, token_loss_sum, train)
 
 WORDS = [f"w{i}" for i in range(94)]  # with [PAD] [UNK] [CLS] [SEP] [MASK]: 99 ids, tiny_config's vocabulary
@@ -144,8 +146,6 @@ def test_an_existing_run_is_neither_overwritten_nor_resumed_silently(tok, tmp_pa
 
 
 def collated_batches(tok, pairs, cut):
-    from minis2s.data import Seq2SeqCollator
-
     collate = Seq2SeqCollator(tok, 16, 8)
     return [collate(pairs[a:b]) for a, b in zip(cut, cut[1:])]
 
@@ -195,18 +195,20 @@ def test_grad_accum_runs_follow_the_same_trajectory(tok):
         assert_close(p3[k], p1[k], 1e-6, f"{k} after 3 steps, grad_accum 3 vs 1")
 
 
-def test_split_batch_and_stream_positions():
+def test_split_batch_and_global_batches():
     assert split_batch(list(range(10)), 0, 2, 2) == [[0, 1, 2], [3, 4, 5]]
     assert split_batch(list(range(10)), 1, 2, 2) == [[6, 7], [8, 9]]
     with pytest.raises(ValueError, match="at least 4"):
         split_batch([1, 2, 3], 0, 2, 2)
-    # A stream restarted at a stored position yields what the original stream yields next, across epochs.
-    s = BatchStream(TRAIN, 16, seed=3, sort_window=2)
-    for _ in range(5):
-        s.next()
-    t = BatchStream(TRAIN, 16, seed=3, sort_window=2, **s.position())
-    assert [t.next() for _ in range(9)] == [s.next() for _ in range(9)]
-    assert s.epoch == 2  # 96 pairs = 6 batches per epoch: 14 batches reach the third epoch
+    # The batch of a step depends on the step alone (what a resumed run relies on), across epochs too: 96 pairs make
+    # 6 batches of 16 an epoch, each epoch every pair once, in another order.
+    batches = GlobalBatches(TRAIN, 16, seed=3, sort_window=2)
+    steps = [batches(step) for step in range(1, 15)]
+    assert [GlobalBatches(TRAIN, 16, seed=3, sort_window=2)(step) for step in (14, 6, 7)] == [steps[13], steps[5],
+                                                                                              steps[6]]
+    for epoch in (steps[:6], steps[6:12]):
+        assert sorted(p for batch in epoch for p in batch) == sorted(TRAIN)
+    assert steps[:6] != steps[6:12]
 
 
 def test_weight_decay_groups_hold_matrices_only():
@@ -311,15 +313,12 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(tok, tmp_p
 
 def write_tiny_bert(root: Path, tok) -> Path:
     """A BERT checkpoint directory (a tiny random encoder in BERT's names, config, tokenizer) to warm-start from."""
-    from minis2s.checkpoint import stack_to_bert_name, write_safetensors
-    from minis2s.config import write_json_atomic
-
     bert = root / "tiny-bert"
     bert.mkdir()
     model = make_model()
     write_safetensors(bert / "model.safetensors",
                       {stack_to_bert_name(k): v for k, v in model.encoder.named_parameters()})
-    write_json_atomic(bert / "config.json", model.config.encoder.to_hf_dict())
+    write_json(bert / "config.json", model.config.encoder.to_hf_dict())
     tok.save_pretrained(bert)
     return bert
 
@@ -330,12 +329,9 @@ TASK = {"train": TRAIN, "validation": VAL, "test": make_pairs(8, 2)}
 def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path, capsys):
     """The warm-starting experiment end to end, on a tiny BERT checkpoint instead of MiniLM (2 steps each); its
     last lines name the trained model's directory and a generate command that runs on it as printed."""
-    import shlex
-
-    from minis2s.experiment import CONFIGS, run
-
+    CONFIGS = experiment.CONFIGS
     bert = write_tiny_bert(tmp_path, tok)
-    result = run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, task=TASK,
+    result = experiment.run(tmp_path / "exp", steps=2, batch_size=8, bert=str(bert), n_samples=3, eval_examples=4, task=TASK,
                  progress=False)
     rows = {r["config"]: r for r in result["rows"]}
     assert list(rows) == list(CONFIGS)
@@ -373,10 +369,8 @@ def test_experiment_runs_every_configuration_and_writes_its_report(tok, tmp_path
 
 def test_experiment_without_matplotlib_names_only_what_it_wrote(tok, tmp_path, capsys, monkeypatch):
     """matplotlib is not a runtime dependency: without it there is no curves.png, and no line may claim one."""
-    from minis2s.experiment import run
-
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # `from matplotlib.figure import ...` fails
-    run(tmp_path / "exp", configs=("bert2bert",), steps=1, batch_size=8, bert=str(write_tiny_bert(tmp_path, tok)),
+    experiment.run(tmp_path / "exp", configs=("bert2bert",), steps=1, batch_size=8, bert=str(write_tiny_bert(tmp_path, tok)),
         n_samples=1, eval_examples=2, task=TASK, progress=False)
     captured = capsys.readouterr()
     assert "matplotlib is not installed" in captured.err
@@ -388,9 +382,6 @@ def test_experiment_without_matplotlib_names_only_what_it_wrote(tok, tmp_path, c
 def test_experiment_work_is_fixed_and_threads_are_chosen(monkeypatch):
     """--quick trains the README's 234 steps and the full experiment its 388, whatever the machine's speed; --steps
     overrides; --threads sets torch's threads; a bad value is a one-line usage error."""
-    from minis2s import experiment
-    from minis2s.__main__ import main as cli
-
     seen = {}
     monkeypatch.setattr(experiment, "run", lambda out, **kw: seen.update(kw, out=out))
     threads = torch.get_num_threads()
@@ -414,8 +405,6 @@ def test_experiment_work_is_fixed_and_threads_are_chosen(monkeypatch):
 
 def test_default_threads_leave_busy_cores_alone(monkeypatch):
     """Without --threads: the cores not already busy (load average), at least 1; OMP_NUM_THREADS wins if set."""
-    from minis2s import train as train_module
-
     threads = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train_module, "_TORCH_THREADS", 2)
@@ -472,14 +461,15 @@ def test_too_small_a_budget_stops_with_one_line(tok, tmp_path):
 
 
 @pytest.mark.parametrize("with_tqdm", [True, False])
-def test_progress_bar_with_an_eta_on_stderr(tok, capsys, monkeypatch, with_tqdm):
-    """Training and evaluation draw a bar on stderr: tqdm's if installed (the `progress` extra), else plain lines
-    with an ETA; the model code itself never imports tqdm."""
+def test_progress_on_stderr_with_an_eta(tok, capsys, monkeypatch, with_tqdm):
+    """On a terminal: tqdm's bars (the `progress` extra) for training and evaluation. Without tqdm, or in a log file:
+    no bar, one plain line per log_every steps with the time left, none rewritten in place. Only train.py imports
+    tqdm (the model code never does)."""
     if with_tqdm:
         require("tqdm")
     else:
-        monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: where tqdm is used
+        monkeypatch.setattr(train_module, "tqdm", None)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     model = make_model()
     train(model, tok, TRAIN, VAL, fast(steps=3, log_every=1, progress=True, eval_every=0))
     evaluate(model, tok, VAL, progress="test")
@@ -488,13 +478,14 @@ def test_progress_bar_with_an_eta_on_stderr(tok, capsys, monkeypatch, with_tqdm)
     if with_tqdm:
         assert "train: 100%" in err and "3/3" in err and "test: 100%" in err and "16/16" in err
     else:
-        assert "train: 3/3 steps" in err and "ETA 0s" in err and "test: 16/16 pairs" in err
-    # In a log file: plain lines even with tqdm installed, one per log_every steps, none rewritten in place.
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+        lines = [x for x in err.splitlines() if x.startswith("train: ")]
+        assert [x.split(" | ")[0] for x in lines] == ["train: 1/3 steps", "train: 2/3 steps", "train: 3/3 steps"]
+        assert lines[-1].endswith("ETA 0s") and "test" not in err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)  # a log file: plain lines even with tqdm installed
     train(make_model(), tok, TRAIN, VAL, fast(steps=4, log_every=2, progress=True, eval_every=0))
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("train: ")]
     assert [x.split(" | ")[0] for x in lines] == ["train: 2/4 steps", "train: 4/4 steps"], lines
     assert all("ETA" in x and "\r" not in x for x in lines)
     core = Path(__file__).resolve().parents[1] / "minis2s"
     importers = sorted(p.name for p in core.glob("*.py") if "tqdm" in p.read_text(encoding="utf-8"))
-    assert importers == ["train.py"], importers  # where progress_bar imports it lazily
+    assert importers == ["train.py"], importers
