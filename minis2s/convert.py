@@ -40,7 +40,7 @@ import re
 import shutil
 import zipfile
 from collections import defaultdict
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -348,35 +348,16 @@ class _Entry:
     strict: bool = True  # for copies: a difference is an error (True) or a note (False)
 
 
-# torch.nn.init functions the modules' constructors and model.init_weights call.
-_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
-                   "trunc_normal_", "zeros_", "ones_", "constant_")
-
-
-@contextmanager
-def _no_init():
-    """Construct modules without initialising them (each tensor is loaded or initialised explicitly afterwards).
-
-    Drawing 250M random numbers only to overwrite them costs seconds at bert-base size; transformers skips it the
-    same way. The storage is allocated on the CPU directly, so the model is usable as soon as it is filled.
-    """
-    saved = {n: getattr(torch.nn.init, n) for n in _INIT_FUNCTIONS}
-    try:
-        for n in _INIT_FUNCTIONS:
-            setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for n, f in saved.items():
-            setattr(torch.nn.init, n, f)
-
-
 def _skeleton(config: EncoderDecoderConfig, model_cls=Bert2Bert) -> Bert2Bert:
     """`model_cls(config)` with uninitialised storage; BERTShare (config.tie_encoder_decoder) is already applied.
 
+    Built on the meta device (shapes only: drawing 250M random numbers just to overwrite them would cost seconds at
+    bert-base size), then given empty CPU storage; every tensor is then loaded or initialised explicitly.
     `model_cls` is the class to build: the core Bert2Bert, or a subclass (pretrained.EncoderDecoderModel).
     """
-    with _no_init():
-        return model_cls(config)
+    with torch.device("meta"):
+        model = model_cls(config)
+    return model.to_empty(device="cpu")
 
 
 def _fill(model, readers: list[WeightFiles], entries: list[_Entry], skipped: list[dict], new_rows=(), seed=None,
