@@ -1,17 +1,15 @@
 """The adapters library's world around adapters.py: its configs, its general bottleneck, Stack, its API and files.
 
 `BnConfig` is the library's bottleneck config (adapters 1.3.0), every field, checked. At each site `add_adapter`
-builds `Houlsby`, `Pfeiffer` or `Parallel` (adapters.py) when the config is exactly that idea (its flags; any
-reduction factor, non-linearity, init or leave_out), else `FlagBottleneck`, which follows every flag in the library's
-order of operations; from the same weights both give identical outputs and gradients (tests/test_adapters.py).
-
-Placement is that of adapters 1.3.0 on a transformers EncoderDecoderModel, so that adapter files move between the two:
-`mh_adapter` puts an adapter after self-attention and, in decoder layers, another after cross-attention;
-`output_adapter` one after the FFN; layer ids (`leave_out`, per-layer `reduction_factor`) restart at 0 in the decoder.
-Beyond adapters 1.3.0: `stacks=("decoder",)` (one stack only); `train_adapter(..., train_cross_attention=True)`
-(warm-started cross-attention is random); adapters in the dtype and on the device of their layer; strict
-`load_adapter`; the flag combinations that crash adapters 1.3.0 work (integer `scaling`, `ln_before` saved as
-safetensors) or are refused with a message (`residual_before_ln="post_add"` without `original_ln_before`).
+builds `Houlsby`, `Pfeiffer` or `Parallel` (adapters.py) when the config is exactly that idea, else `FlagBottleneck`,
+which follows every flag in the library's order of operations; from the same weights the two give identical outputs
+and gradients (tests/test_adapters.py). Placement is the library's on a transformers EncoderDecoderModel, so that
+adapter files move between the two: `mh_adapter` puts an adapter after self-attention and, in decoder layers, another
+after cross-attention; `output_adapter` one after the FFN; layer ids (`leave_out`, per-layer `reduction_factor`)
+restart at 0 in the decoder. Beyond adapters 1.3.0: `stacks=("decoder",)`; `train_adapter(...,
+train_cross_attention=True)`; adapters in the dtype and on the device of their layer; strict `load_adapter`; and the
+flag combinations that crash adapters 1.3.0 work (integer `scaling`, `ln_before` saved as safetensors) or are refused
+with a message (`residual_before_ln="post_add"` without `original_ln_before`).
 
 Use it as functions (`add_adapter(model, "sum", "seq_bn")`) or, with `AdapterMixin` among the model's bases, as
 methods (`model.add_adapter("sum", "seq_bn")`). Reference: Poth et al. 2023, Adapters: A Unified Library for
@@ -24,6 +22,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -33,8 +32,7 @@ from .adapters import ACTS, Bottleneck, Houlsby, Parallel, Pfeiffer
 from .checkpoint import check_state, to_hf_name
 from .files import atomic_write, read_json, read_safetensors, write_json, write_safetensors
 
-# ---------------------------------------------------------------------------------------------------------------
-# Configuration
+# -- Configuration ----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -49,7 +47,7 @@ class BnConfig:
     original_ln_after: bool = True  # finish with the layer's own x = LN(out + x); False returns out itself
     ln_before: bool = False  # a new LayerNorm (eps 1e-5) on the adapter's input
     ln_after: bool = False  # a new LayerNorm (eps 1e-5) on the adapter's output
-    init_weights: str = "bert"  # "bert" N(0, 0.02) | "mam_adapter" W_up = 0: an identity | "houlsby" N(0, 0.01) cut at 2σ
+    init_weights: str = "bert"  # "bert" N(0, .02) | "mam_adapter" W_up = 0: an identity | "houlsby" N(0, .01) cut at 2σ
     init_weights_seed: int | None = None  # if set (non-zero), every adapter module starts from this same seed
     is_parallel: bool = False  # the adapter reads the sub-block's input x and its output is added beside h
     scaling: float | str = 1.0  # A(.) times a constant, a "learned" scalar, or a learned per-"channel" vector
@@ -63,42 +61,40 @@ class BnConfig:
 
     def __post_init__(self):
         # Normalise what JSON or a user may hand us, then refuse anything adapters would crash on or misread.
+        number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+        rf, s, res = self.reduction_factor, self.scaling, self.residual_before_ln
         self.stacks = (self.stacks,) if isinstance(self.stacks, str) else tuple(self.stacks)
         self.leave_out = [int(i) for i in self.leave_out]
-        if _number(self.scaling):
-            self.scaling = float(self.scaling)  # adapters 1.3.0 rejects scaling=4 ("Unknown scaling type"); 4.0 works
-        if isinstance(self.reduction_factor, Mapping):  # adapters looks layer i up as str(i): {1: 4} would be ignored
-            self.reduction_factor = {str(k): v for k, v in self.reduction_factor.items()}
-        problems = self._problems()
-        if problems:
-            raise ValueError("invalid adapter config: " + "; ".join(problems))
-
-    def _problems(self) -> list[str]:
-        rf, s, res = self.reduction_factor, self.scaling, self.residual_before_ln
-        p = [f"{f.name} must be True or False, got {getattr(self, f.name)!r}" for f in fields(self)
-             if f.type == "bool" and not isinstance(getattr(self, f.name), bool)]
+        if number(s):
+            self.scaling = s = float(s)  # adapters 1.3.0 rejects scaling=4 ("Unknown scaling type"); 4.0 works
+        if isinstance(rf, Mapping):  # adapters looks layer i up as str(i): an int key {1: 4} would be ignored there
+            self.reduction_factor = rf = {str(k): v for k, v in rf.items()}
+        problems = [f"{f.name} must be True or False, got {getattr(self, f.name)!r}" for f in fields(self)
+                    if f.type == "bool" and not isinstance(getattr(self, f.name), bool)]
         checks = [  # (what must hold, what is wrong when it does not)
             (self.mh_adapter or self.output_adapter, "neither mh_adapter nor output_adapter is set: no module to add"),
-            (all(_number(r) and r > 0 for r in (rf.values() if isinstance(rf, dict) else [rf])) and
+            (all(number(r) and r > 0 for r in (rf.values() if isinstance(rf, dict) else [rf])) and
              (not isinstance(rf, dict) or all(k == "default" or k.isdigit() for k in rf)),
              f"reduction_factor {rf!r} is not a number > 0 or a dict of them by layer id or 'default'"),
             (isinstance(self.non_linearity, str) and self.non_linearity.lower() in ACTS,
              f"non_linearity {self.non_linearity!r} is not one of {sorted(ACTS)}"),
             (self.init_weights in ("bert", "mam_adapter", "houlsby"),
              f"init_weights {self.init_weights!r} is not 'bert', 'mam_adapter' or 'houlsby'"),
-            (isinstance(s, float) or s in ("learned", "channel"), f"scaling {s!r} is not a number, 'learned' or 'channel'"),
-            (isinstance(res, bool) or res == "post_add", f"residual_before_ln {res!r} is not True, False or 'post_add'"),
-            # adapters 1.3.0 crashes here (UnboundLocalError): "post_add" is the sum h + x, made by original_ln_before.
+            (isinstance(s, float) or s in ("learned", "channel"), f"scaling {s!r} is not a number, learned or channel"),
+            (isinstance(res, bool) or res == "post_add", f"residual_before_ln {res!r} is not True, False, 'post_add'"),
+            # adapters 1.3.0 crashes on this one (UnboundLocalError): "post_add" is the sum h + x of original_ln_before.
             (res != "post_add" or self.original_ln_before or self.is_parallel,
              "residual_before_ln='post_add' takes the residual after adding x, which needs original_ln_before=True"),
-            (_number(self.dropout) and 0 <= self.dropout < 1, f"dropout {self.dropout!r} is not in [0, 1)"),
+            (number(self.dropout) and 0 <= self.dropout < 1, f"dropout {self.dropout!r} is not in [0, 1)"),
             (all(i >= 0 for i in self.leave_out), f"leave_out {self.leave_out} holds a negative layer id"),
             (self.stacks and set(self.stacks) <= {"encoder", "decoder"} and len(set(self.stacks)) == len(self.stacks),
              f"stacks {self.stacks!r} must name 'encoder' and/or 'decoder' once each"),
             (self.init_weights_seed is None or isinstance(self.init_weights_seed, int),
              f"init_weights_seed {self.init_weights_seed!r} is not an integer"),
         ]
-        return p + [problem for ok, problem in checks if not ok]
+        problems += [problem for ok, problem in checks if not ok]
+        if problems:
+            raise ValueError("invalid adapter config: " + "; ".join(problems))
 
     def replace(self, **changes) -> BnConfig:
         """A copy with some fields changed, as in adapters: `SeqBnConfig().replace(reduction_factor=8)`."""
@@ -122,21 +118,17 @@ class BnConfig:
     def from_dict(cls, d: Mapping) -> BnConfig:
         """Read the "config" of an adapter_config.json (or an adapters `BnConfig`, which is a Mapping)."""
         d, ours = dict(d), {f.name for f in fields(cls)}
-        if d.get("architecture") not in (None, "bottleneck"):
-            raise ValueError(f"adapter architecture {d['architecture']!r} is not a bottleneck adapter "
-                             "(minis2s implements bottleneck adapters only)")
+        if (architecture := d.pop("architecture", None)) not in (None, "bottleneck"):
+            raise ValueError(f"adapter architecture {architecture!r} is not a bottleneck adapter (minis2s implements "
+                             "bottleneck adapters only)")
         for key in ("phm_layer", "inv_adapter", "stochastic_depth"):
             if d.get(key):
                 raise ValueError(f"{key}={d[key]!r} is not implemented in minis2s (Compacter, invertible adapters "
                                  "and stochastic depth are not)")
-        unknown = sorted(set(d) - ours - set(LIBRARY_ONLY) - {"architecture"})
+        unknown = sorted(set(d) - ours - set(LIBRARY_ONLY))
         if unknown:
             raise ValueError(f"unknown adapter config field(s): {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in ours})
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # The library's fields for what minis2s does not implement (Compacter's PHM layers, invertible adapters, stochastic
@@ -146,7 +138,7 @@ LIBRARY_ONLY = dict(phm_layer=False, phm_dim=4, factorized_phm_W=True, shared_W_
                     hypercomplex_nonlinearity="glorot-uniform", phm_rank=1, phm_bias=True, inv_adapter=None,
                     inv_adapter_reduction_factor=None, stochastic_depth=0.0)
 
-# The library's presets, by their current and their old names; the three that are ideas of adapters.py.
+# The library's presets, by their current and their old names, and the three that are the ideas of adapters.py.
 PRESETS = {
     "seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu",
                    original_ln_before=True),
@@ -160,32 +152,26 @@ PRESET_ALIASES = {"pfeiffer": "seq_bn", "houlsby": "double_seq_bn", "parallel": 
 IDEAS = {"double_seq_bn": Houlsby, "seq_bn": Pfeiffer, "par_bn": Parallel}
 
 
-def SeqBnConfig(**changes) -> BnConfig:  # named like the adapters classes they stand for
-    """Pfeiffer et al.: one adapter after the FFN, fed LN(h + x)."""
-    return BnConfig(**{**PRESETS["seq_bn"], **changes})
+def preset(name: str, **changes) -> BnConfig:
+    """The library's preset `name` (or its old name), with some fields changed."""
+    return BnConfig(**{**PRESETS[PRESET_ALIASES.get(name, name)], **changes})
 
 
-def DoubleSeqBnConfig(**changes) -> BnConfig:
-    """Houlsby et al.: adapters after attention and after the FFN, fed h."""
-    return BnConfig(**{**PRESETS["double_seq_bn"], **changes})
-
-
-def ParBnConfig(**changes) -> BnConfig:
-    """He et al.: a scaled adapter beside the FFN, fed x, starting as an identity."""
-    return BnConfig(**{**PRESETS["par_bn"], **changes})
+# Named like the adapters classes they stand for: `SeqBnConfig(reduction_factor=8)`.
+SeqBnConfig = partial(preset, "seq_bn")  # Pfeiffer et al.: one adapter after the FFN, fed LN(h + x)
+DoubleSeqBnConfig = partial(preset, "double_seq_bn")  # Houlsby et al.: after attention and the FFN, fed h
+ParBnConfig = partial(preset, "par_bn")  # He et al.: scaled, beside the FFN, fed x, starting as an identity
 
 
 def resolve_config(config: str | BnConfig | Mapping | None) -> BnConfig:
-    """A preset name ("seq_bn", "pfeiffer", ...), a BnConfig, or a dict -> BnConfig. None means "seq_bn", as in adapters."""
-    if isinstance(config, BnConfig):
-        return config
-    if isinstance(config, Mapping):
-        return BnConfig.from_dict(config)
-    name = PRESET_ALIASES.get(config, config or "seq_bn") if isinstance(config, (str, type(None))) else None
-    if name not in PRESETS:
-        raise ValueError(f"unknown adapter config {config!r}: not a BnConfig, a dict or one of the presets "
-                         f"{', '.join([*PRESETS, *PRESET_ALIASES])}")
-    return BnConfig(**PRESETS[name])
+    """A preset name ("seq_bn", "pfeiffer", ...), a BnConfig or a dict -> BnConfig; None is "seq_bn", as in adapters."""
+    if isinstance(config, (BnConfig, Mapping)):
+        return config if isinstance(config, BnConfig) else BnConfig.from_dict(config)
+    if not isinstance(config, (str, type(None))):
+        raise TypeError(f"adapter config must be a preset name, a BnConfig or a dict, got {type(config).__name__}")
+    if PRESET_ALIASES.get(config, config or "seq_bn") not in PRESETS:
+        raise ValueError(f"unknown adapter config {config!r}; presets: {', '.join([*PRESETS, *PRESET_ALIASES])}")
+    return preset(config or "seq_bn")
 
 
 class Stack(tuple):
@@ -193,7 +179,7 @@ class Stack(tuple):
 
     def __new__(cls, *names: str):
         if not names or not all(isinstance(n, str) for n in names):
-            raise TypeError(f"Stack takes adapter names (strings), got {names!r}; nested compositions are not supported")
+            raise TypeError(f"Stack takes adapter names (strings), got {names!r}: nested compositions are unsupported")
         return super().__new__(cls, names)
 
     def __getnewargs__(self):  # copy and pickle call Stack(*names)
@@ -203,8 +189,7 @@ class Stack(tuple):
         return f"Stack({', '.join(map(repr, self))})"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The modules
+# -- The modules at a site ---------------------------------------------------------------------------------------
 
 
 class FlagBottleneck(Bottleneck):
@@ -262,18 +247,24 @@ EQUATION_FLAGS = ("original_ln_before", "original_ln_after", "ln_before", "ln_af
                   "residual_before_ln", "adapter_residual_before_ln", "dropout")
 
 
-def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
-    """One site's module, initialised: Houlsby, Pfeiffer or Parallel (s: any constant or "learned") when `config` has
-    exactly that preset's EQUATION_FLAGS, else FlagBottleneck."""
-    m = None
+def idea_of(config: BnConfig) -> type[Bottleneck] | None:
+    """Houlsby, Pfeiffer or Parallel when `config` has exactly that preset's EQUATION_FLAGS and scaling (Parallel: any
+    constant s, or a learned one); None when it is none of the three."""
     for name, idea in IDEAS.items():
-        ref = BnConfig(**PRESETS[name])
-        if all(getattr(config, f) == getattr(ref, f) for f in EQUATION_FLAGS) and m is None:
-            if idea is Parallel and config.scaling != "channel":
-                m = Parallel(C, d, config.non_linearity, config.scaling, dtype, device)
-            elif config.scaling == ref.scaling:
-                m = idea(C, d, config.non_linearity, dtype, device)
-    m = m or FlagBottleneck(config, C, d, dtype, device)
+        ref = preset(name)
+        if all(getattr(config, f) == getattr(ref, f) for f in EQUATION_FLAGS) and (
+                config.scaling == ref.scaling or idea is Parallel and config.scaling != "channel"):
+            return idea
+    return None
+
+
+def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
+    """One site's module, initialised: the idea's own module when `config` is one of the three, else FlagBottleneck."""
+    idea, act = idea_of(config), config.non_linearity
+    if idea is None:
+        m = FlagBottleneck(config, C, d, dtype, device)
+    else:
+        m = Parallel(C, d, act, config.scaling, dtype, device) if idea is Parallel else idea(C, d, act, dtype, device)
     init_weights(m, config)
     return m
 
@@ -317,8 +308,7 @@ class AdapterSite(nn.ModuleDict):
         return self[names[-1]].close(z, h, x, ln)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# The model API, in the adapters library's words
+# -- The model API, in the adapters library's words --------------------------------------------------------------
 
 # Each site and the layer's LayerNorm that closes its residual line. transformers keeps that LayerNorm in the module
 # that also holds the site's adapters ("attention.output.LayerNorm" beside "attention.output.adapters").
@@ -334,16 +324,20 @@ def _configs(model, name: str | None = None) -> dict[str, BnConfig]:
     return model.adapters_config
 
 
+def _active(model) -> tuple[str, ...]:
+    return tuple(getattr(model, "active_adapters", None) or ())
+
+
 def _places(model, config: BnConfig):
     """(layer id, site, layer) for every place `config` puts an adapter."""
     for stack in config.stacks:
         for i, layer in enumerate(getattr(model, stack).layers):
+            sites = ["attn", "cross"] * config.mh_adapter + ["ffn"] * config.output_adapter
             if i not in config.leave_out:
-                sites = ["attn", "cross"] * config.mh_adapter + ["ffn"] * config.output_adapter
-                yield from ((i, site, layer) for site in sites if site != "cross" or layer.cross_attn is not None)
+                yield from ((i, s, layer) for s in sites if s != "cross" or layer.cross_attn is not None)
 
 
-def _adapter_modules(model, name: str):
+def _modules(model, name: str):
     """(stack, layer id, site, module) for every module of adapter `name`."""
     for stack in ("encoder", "decoder"):
         for i, layer in enumerate(getattr(model, stack).layers):
@@ -351,11 +345,8 @@ def _adapter_modules(model, name: str):
 
 
 def add_adapter(model, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False) -> None:
-    """Add adapter `adapter_name` with `config` (a preset name, a BnConfig or a dict; default "seq_bn").
-
-    Each module is created in the dtype and on the device of the layer it joins. It is not active until
-    `set_active_adapters` (or `set_active=True`).
-    """
+    """Add adapter `adapter_name` with `config` (a preset name, a BnConfig or a dict; default "seq_bn"), each module
+    in the dtype and on the device of its layer. It is not active until `set_active_adapters` (or set_active=True)."""
     if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
         raise ValueError(f"adapter name must be a non-empty string without '.', got {adapter_name!r}")
     config = resolve_config(config)
@@ -373,7 +364,7 @@ def add_adapter(model, adapter_name: str, config=None, overwrite_ok: bool = Fals
     for (_, site, layer), ln, d in zip(places, lns, sizes):
         if site not in layer.adapters:
             layer.adapters[site] = AdapterSite()
-            layer.adapters[site].active = _active_names(model)
+            layer.adapters[site].active = _active(model)
         module = site_module(config, ln.normalized_shape[0], d, dtype=ln.weight.dtype, device=ln.weight.device)
         layer.adapters[site][adapter_name] = module.train(layer.training)
     _configs(model)[adapter_name] = config
@@ -390,12 +381,8 @@ def delete_adapter(model, adapter_name: str) -> None:
                 del modules[adapter_name]
             if len(modules) == 0:
                 del layer.adapters[site]
-    remaining = [n for n in _active_names(model) if n != adapter_name]
+    remaining = [n for n in _active(model) if n != adapter_name]
     set_active_adapters(model, Stack(*remaining) if remaining else None)
-
-
-def _active_names(model) -> tuple[str, ...]:
-    return tuple(getattr(model, "active_adapters", None) or ())
 
 
 def set_active_adapters(model, adapter_setup) -> None:
@@ -404,25 +391,24 @@ def set_active_adapters(model, adapter_setup) -> None:
         raise TypeError(f"adapter setup must be a name, a list of names, Stack(...) or None, got {adapter_setup!r} "
                         "(other compositions -- Fuse, Parallel, Average, Split, BatchSplit -- are not implemented)")
     setup = Stack(*([adapter_setup] if isinstance(adapter_setup, str) else adapter_setup)) if adapter_setup else None
-    for n in setup or ():
-        _configs(model, n)
+    for name in setup or ():
+        _configs(model, name)
     model.active_adapters = setup
     for layer in [*model.encoder.layers, *model.decoder.layers]:
         for site in layer.adapters.values():
-            site.active = tuple(setup or ())
+            site.active = _active(model)
 
 
 def train_adapter(model, adapter_setup, train_cross_attention: bool = False, train_lm_head: bool = False) -> None:
     """Train mode; every parameter frozen except those of the given adapter(s), which become the active setup.
 
-    train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm: in a warm-started
-    BERT2BERT they are random, and freezing them is a known reason adapter training of such models stalls (adapters
-    issue #575). train_lm_head=True also trains the LM head's transform and bias (not the tied word embeddings), new
-    too when the checkpoint had no MLM head (all-MiniLM-L6-v2 is a bare BertModel). adapters 1.3.0 has neither.
+    Beyond adapters 1.3.0: train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm,
+    random in a warm-started BERT2BERT (frozen, they stall adapter training: adapters issue #575); train_lm_head=True
+    the LM head's transform and bias, new too when the checkpoint is a bare BertModel (the tied embeddings stay frozen).
     """
     set_active_adapters(model, adapter_setup)
     model.train().requires_grad_(False)
-    for *_, module in (m for name in _active_names(model) for m in _adapter_modules(model, name)):
+    for *_, module in (m for name in _active(model) for m in _modules(model, name)):
         module.requires_grad_(True)
     for layer in model.decoder.layers if train_cross_attention else []:
         layer.cross_attn.requires_grad_(True)
@@ -438,34 +424,31 @@ def adapter_summary(model, as_dict: bool = False):
     n_base, trainable = sum(p.numel() for p in base), {p.requires_grad for p in base}
     rows = []
     for name in _configs(model):
-        modules = [m for *_, m in _adapter_modules(model, name)]
-        params = [p for m in modules for p in m.parameters()]
+        params = [p for *_, m in _modules(model, name) for p in m.parameters()]
         n = sum(p.numel() for p in params)
-        rows.append({"name": name, "architecture": "bottleneck", "#modules": len(modules), "#param": n,
-                     "%param": 100.0 * n / n_base, "active": name in _active_names(model),
+        rows.append({"name": name, "architecture": "bottleneck", "#modules": len(list(_modules(model, name))),
+                     "#param": n, "%param": 100.0 * n / n_base, "active": name in _active(model),
                      "train": all(p.requires_grad for p in params)})
     rows.append({"name": "Full model", "architecture": "", "#modules": "", "#param": n_base, "%param": 100.0,
                  "active": "", "train": trainable.pop() if len(trainable) == 1 else "part"})
     if as_dict:
         return rows
     cols = [("name", "Name", "<25"), ("architecture", "Architecture", "<14"), ("#modules", "Modules", ">8"),
-            ("#param", "#Param", ">13"), ("%param", "%Param", ">10"), ("active", "Active", ">8"), ("train", "Train", ">8")]
+            ("#param", "#Param", ">13"), ("%param", "%Param", ">10"), ("active", "Active", ">8"),
+            ("train", "Train", ">8")]
     show = lambda k, v: (f"{v:,}" if k == "#param" else f"{v:.3f}" if k == "%param" else  # noqa: E731
                          ("yes" if v else "no") if isinstance(v, bool) else str(v))
     head, *lines = ["".join(f"{show(k, r[k]) if r else h:{w}}" for k, h, w in cols) for r in [None, *rows]]
     return "\n".join(["=" * 86, head, "-" * 86, *lines[:-1], "-" * 86, lines[-1], "=" * 86])
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Files: adapter_config.json + adapter.safetensors (or adapters' pytorch_adapter.bin), in the adapters library's
-# format. Tensor keys are full transformers EncoderDecoderModel paths, e.g.
+# -- Files: adapter_config.json + adapter.safetensors (or adapters' pytorch_adapter.bin), in the library's format.
+# Tensor keys are full transformers EncoderDecoderModel paths:
 #     decoder.layers.3.adapters.cross.sum.down.weight   (minis2s)
 #     decoder.bert.encoder.layer.3.crossattention.output.adapters.sum.adapter_down.0.weight   (adapters)
 
 CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
-
-
-# Our submodules' names inside the library's `Adapter`, whose `adapter_down` holds LN_b (if any), then W_down.
+# Our submodules' names in the library's `Adapter`, whose `adapter_down` holds LN_b (if any), then W_down.
 LIBRARY_NAMES = {"ln_before": "adapter_down.0", "down": "adapter_down.0", "up": "adapter_up",
                  "ln_after": "adapter_norm_after", "gate": "gate"}
 
@@ -474,7 +457,7 @@ def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
     """Adapter `adapter_name`'s parameters under their adapters-library keys (see above)."""
     _configs(model, adapter_name)
     out = {}
-    for stack, i, site, module in _adapter_modules(model, adapter_name):
+    for stack, i, site, module in _modules(model, adapter_name):
         # The module holding a site's adapters in transformers is the one holding the site's LayerNorm.
         prefix = to_hf_name(f"{stack}.layers.{i}.{SITE_LN[site]}.weight").removesuffix("LayerNorm.weight")
         ln_before = getattr(module, "ln_before", None) is not None
@@ -488,10 +471,9 @@ def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
 def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, safe: bool = True) -> None:
     """Write adapter_config.json and adapter.safetensors (safe=False: adapters' default pytorch_adapter.bin).
 
-    Each file is written atomically (files.py). Other files in the directory are kept, except the other weights
-    format's, which would be a stale copy. adapters 1.3.0 reads the safetensors file with `load_adapter(dir,
-    use_safetensors=True)`. A one-stack adapter (`stacks=("decoder",)`) writes "stacks" into the config: adapters
-    1.3.0 accepts the field but ignores it, so there the other stack's modules keep their fresh init.
+    Each file atomically (files.py); the other weights format's file, a stale copy, is removed. adapters 1.3.0 reads
+    the safetensors file with `load_adapter(dir, use_safetensors=True)`. It ignores "stacks" (one-stack adapters):
+    there the adapter lands in both stacks, the other stack's modules keeping their fresh init.
     """
     tensors = {k: p.detach() for k, p in adapter_parameters(model, adapter_name).items()}
     config, out = _configs(model)[adapter_name], Path(save_directory)
@@ -501,7 +483,7 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, sa
         # a tensor stored twice, which is why adapters 1.3.0 cannot save this case. One name is enough.
         write_safetensors(out / SAFE_WEIGHTS_NAME, tensors)
     else:
-        with atomic_write(out / WEIGHTS_NAME) as tmp:  # both names of LN_b, as the .bin written by adapters
+        with atomic_write(out / WEIGHTS_NAME) as tmp:  # both names of LN_b, as in the .bin written by adapters
             torch.save({**{k.replace(".adapter_down.0.", ".adapter_norm_before."): v for k, v in tensors.items()
                            if config.ln_before and ".adapter_down.0." in k}, **tensors}, tmp)
     (out / (WEIGHTS_NAME if safe else SAFE_WEIGHTS_NAME)).unlink(missing_ok=True)
@@ -561,4 +543,5 @@ class AdapterMixin:
 
     active_adapters = None  # None, or the Stack used in every forward pass
     add_adapter, delete_adapter, set_active_adapters = add_adapter, delete_adapter, set_active_adapters
-    train_adapter, adapter_summary, save_adapter, load_adapter = train_adapter, adapter_summary, save_adapter, load_adapter
+    train_adapter, adapter_summary = train_adapter, adapter_summary
+    save_adapter, load_adapter = save_adapter, load_adapter

@@ -17,8 +17,8 @@ def cells() -> list:
         `adapters` library.
 
         **At the end you will have**
-        - the Houlsby, Pfeiffer and parallel placements as pictures and equations, each computed by hand and shown
-          equal to `minis2s.adapters`;
+        - the Houlsby, Pfeiffer and parallel placements as pictures and equations, and as the three small modules of
+          `minis2s/adapters.py` whose `forward` *is* the equation, each computed by hand and shown equal;
         - parameter counts per preset on the MiniLM BERT2BERT and on bert-base's (1,789,056 for `seq_bn`,
           4,472,640 for `double_seq_bn`);
         - an adapter that leaves the model's logits exactly unchanged at initialisation (max diff 0.0);
@@ -48,7 +48,11 @@ def cells() -> list:
         import adapters
         import transformers
 
+        import inspect
+        import textwrap
+
         from minis2s import DoubleSeqBnConfig, EncoderDecoderModel, ParBnConfig, SeqBnConfig, load_tokenizer
+        from minis2s.adapters import Houlsby, Parallel, Pfeiffer
         from minis2s.adapters_compat import adapter_parameters
         from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
         from minis2s.convert import to_hf
@@ -125,6 +129,17 @@ def cells() -> list:
 
         Pfeiffer's placement applies the layer's *same* pre-trained LayerNorm twice: once to form the adapter's
         input, once after. The parallel adapter reads the sub-block's input $x$, not its output.
+
+        **Where to read them.** `minis2s/adapters.py` is these three ideas and nothing else: a `Bottleneck` module
+        computing $A$, and three small modules `Houlsby`, `Pfeiffer`, `Parallel` whose `forward(h, x, ln)` is the
+        equation of the table, line for line. Everything the `adapters` library adds around them (its config with 19
+        flags, the other flag combinations, `Stack`, `add_adapter` and friends, adapter files) lives in
+        `minis2s/adapters_compat.py`.
+        """),
+        code(r"""
+        for idea in (Houlsby, Pfeiffer, Parallel):
+            print(f"# {idea.__name__}: {idea.__doc__.splitlines()[0]}")
+            print(textwrap.dedent(inspect.getsource(idea.forward)))
         """),
         code(r"""
         def box(ax, xy, text, color="white"):
@@ -203,9 +218,10 @@ def cells() -> list:
         ## 2. The equations by hand, checked against minis2s
 
         Take the FFN sub-block of encoder layer 0 of the MiniLM BERT2BERT, a toy input $x$ of shape
-        `(B, T, C) = (2, 5, 384)`, and give the model one adapter of each preset with random weights. Each
-        equation above, written with plain tensor operations, must equal what the adapter site in the layer
-        computes (`layer.adapters["ffn"](h, x, ln)`, the replacement of `ln(x + h)`).
+        `(B, T, C) = (2, 5, 384)`, and give the model one adapter of each preset with random weights. `add_adapter`
+        builds, at each site, the small module of the preset's idea. Each equation above, written with plain tensor
+        operations, must equal what the adapter site in the layer computes (`layer.adapters["ffn"](h, x, ln)`, the
+        replacement of `ln(x + h)`).
         """),
         code(r"""
         hand = copy.deepcopy(model)
@@ -232,12 +248,19 @@ def cells() -> list:
             perturb(hand, preset)
             hand.set_active_adapters(preset)
             mod = layer.adapters["ffn"][preset]
+            checks[f"{preset}: module"] = type(mod).__name__
             with torch.no_grad():
                 ours, theirs = equation(mod), layer.adapters["ffn"](h, x, ln)
             checks[f"{preset}: by hand vs minis2s"] = (max_diff(ours, theirs), ulps(theirs))   # (diff, limit)
-            print(f"{preset:14s} z {tuple(x.shape)} -> down {A(x, mod)[1]} -> up {tuple(ours.shape)}; "
-                  f"by hand vs minis2s: max abs diff {checks[f'{preset}: by hand vs minis2s'][0]:.1e} "
+            print(f"{preset:14s} {type(mod).__name__:9s} z {tuple(x.shape)} -> down {A(x, mod)[1]} -> up "
+                  f"{tuple(ours.shape)}; by hand vs minis2s: max abs diff "
+                  f"{checks[f'{preset}: by hand vs minis2s'][0]:.1e} "
                   f"(limit, 64 ulps: {checks[f'{preset}: by hand vs minis2s'][1]:.1e})")
+
+        # One flag more than Pfeiffer's is none of the three ideas: the library's general algorithm runs it.
+        hand.add_adapter("other", SeqBnConfig(ln_after=True))
+        checks["SeqBnConfig(ln_after=True): module"] = type(layer.adapters["ffn"]["other"]).__name__
+        print(f"SeqBnConfig(ln_after=True): {checks['SeqBnConfig(ln_after=True): module']} (adapters_compat.py)")
         """),
 
         md(r"""
@@ -505,9 +528,11 @@ def cells() -> list:
         The last cell asserts what this notebook claims; `tests/test_tutorials.py` runs it.
         """),
         code(r"""
-        for preset in ("double_seq_bn", "seq_bn", "par_bn"):
+        for preset, idea in (("double_seq_bn", "Houlsby"), ("seq_bn", "Pfeiffer"), ("par_bn", "Parallel")):
             diff, limit = checks[f"{preset}: by hand vs minis2s"]
             assert diff <= limit, (preset, diff, limit)
+            assert checks[f"{preset}: module"] == idea, (preset, checks[f"{preset}: module"])
+        assert checks["SeqBnConfig(ln_after=True): module"] == "FlagBottleneck"
         assert checks["MiniLM counts"] == {"seq_bn": (12, 226_080), "double_seq_bn": (30, 565_200),
                                            "par_bn": (12, 1_776_384), "scaled_par_bn": (12, 1_776_396)}
         assert checks["bert-base counts"]["seq_bn"] == (24, 1_789_056)             # the adapters library's count
