@@ -1,10 +1,10 @@
 """The warm-starting experiment of Rothe, Narayan & Severyn 2020 (arXiv 1907.12461), at laptop scale.
 
-Their headline: a Transformer encoder-decoder whose encoder and decoder start from a BERT checkpoint (BERT2BERT)
-beats the same architecture trained from random weights (Rnd2Rnd), and sharing the encoder's and decoder's weights
-(BERTShare) does about as well with fewer parameters. Here, on the shipped docstring-naming task (data.py), with
-one architecture (a MiniLM-shaped bert2bert: 6 layers, hidden 384, 12 heads, 30,522 WordPieces) and one training
-budget (the same steps, global batch, warm-up and decay for all), four configurations:
+Their headline: an encoder-decoder whose encoder and decoder start from a BERT checkpoint (BERT2BERT) beats the same
+architecture trained from random weights (Rnd2Rnd), and sharing the encoder's and decoder's weights (BERTShare) does
+about as well with fewer parameters. Here, on the shipped docstring-naming task (data.py, names made of whole words
+of MiniLM's vocabulary), one architecture (MiniLM's: 6 layers, hidden 384, 12 heads) and one training budget (the
+same steps, global batch, warm-up and decay for all), four configurations:
 
     random      Rnd2Rnd: MiniLM's architecture, BERT's random init
     bert2bert   encoder and decoder warm-started from all-MiniLM-L6-v2 (cross-attention and LM head new)
@@ -13,14 +13,10 @@ budget (the same steps, global batch, warm-up and decay for all), four configura
                 the blocks a warm start creates new (cross-attention, LM-head transform) trained:
                 parameter-efficient fine-tuning against full fine-tuning
 
-The task keeps the names made of whole words of MiniLM's vocabulary: abbreviations such as `getaddrinfo` cannot be
-learnt from English in a few minutes (data.py's docstring has the numbers). Each configuration is scored on the
-held-out TEST split (greedy by default): ROUGE-1/2/L F1 and exact match (metrics.py).
-
-The work is fixed, so the numbers reproduce on any machine (to float rounding: another CPU or thread count sums in
-another order); only the time differs. 388 steps x global batch 32 per configuration (README's table), 234 for
---quick (README's main job). `--minutes` is an optional cap: once the first steps are timed, a run that would not
-fit stops with one line giving its estimate, before spending the budget.
+Each is scored on the held-out TEST split (greedy by default): ROUGE-1/2/L F1 and exact match (metrics.py). The work
+is fixed (388 steps x global batch 32 per configuration, 234 for --quick), so the numbers reproduce on any machine to
+float rounding; only the time differs. `--minutes` is an optional cap: once the first steps are timed, a run that
+would not fit stops with one line giving its estimate.
 
     python -m minis2s experiment --out runs/experiment     the table (results.md), curves.png, samples.md, models
     python -m minis2s experiment --quick                   the "main job": bert2bert only, about 3 minutes on 2 cores
@@ -32,6 +28,7 @@ al. 2019 (arXiv 1902.00751) for the adapters; Wang et al. 2020 (arXiv 2002.10957
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import platform
 import random
@@ -80,10 +77,9 @@ def machine() -> str:
 class Budget:
     """`--minutes`: a cap on the whole command, checked once the step time is known; never a change of the work.
 
-    Before the first configuration trains, a validation subset is decoded once to time evaluation (an untrained
-    model writes full-length outputs: a pessimistic rate). After `probe` steps, the rest of the command is
-    estimated from the mean step time (the first step, which allocates, left out) and that rate; a command that
-    would overrun stops there with one line that says how long it needs and what to change.
+    A validation subset is decoded once first, to time evaluation (an untrained model writes full-length outputs: a
+    pessimistic rate). After `probe` steps the rest is estimated from the mean step time (the first step, which
+    allocates, left out) and that rate; a command that would overrun stops there with one line saying what it needs.
     """
 
     def __init__(self, minutes: float, t_start: float, steps: int, n_configs: int, eval_pairs: int, probe: int = 6):
@@ -120,12 +116,9 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         eval_examples: int = 96, task: dict | None = None, progress: bool = True, threads: str | None = None,
         save_models: bool = True) -> dict:
     """Train and test every configuration; write results.md/json, curves.png, samples.md and each trained model
-    (`<out_dir>/<config>/model`, with its tokenizer) into `out_dir`.
-
-    `steps`: optimizer steps per configuration (warm-up `warmup_frac` of them; 4 validation evaluations);
-    `minutes`: optional cap on the whole command (see `Budget`); `eval_examples`: validation pairs scored during
-    training; `task`: {"train", "validation", "test"} pairs instead of the docstring task (tests); `threads`: what
-    `choose_threads` said, for the header.
+    (`<out_dir>/<config>/model`, with its tokenizer) into `out_dir`. `steps` per configuration (warm-up `warmup_frac`
+    of them; 4 validations of `eval_examples` pairs); `minutes`: see `Budget`; `task`: {"train", "validation",
+    "test"} pairs instead of the docstring task (tests); `threads`: what `choose_threads` said, for the header.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -156,7 +149,7 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         model = build(name, bert_dir, seed, adapter)
         if budget is not None and not budget.eval_s_per_pair:
             budget.time_evaluation(model, tokenizer, task["validation"][:32], base)
-        cfg = TrainConfig(**{**base.to_dict(), "out_dir": str(out / name), "lr": adapter_lr if name == "adapters" else lr})
+        cfg = dataclasses.replace(base, out_dir=str(out / name), lr=adapter_lr if name == "adapters" else lr)
         log(f"\n== {LABELS[name]}: {steps} steps, lr {cfg.lr:g} ==")
         history = train(model, tokenizer, task["train"], task["validation"], cfg, run_info={"config": name},
                         on_step=budget.on_step if budget is not None and not rows else None, label=name)
@@ -197,10 +190,10 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
     print("written: " + ", ".join(map(str, written)))  # no curves.png without matplotlib (a note said so)
     command = None
     if model_dirs:
-        print(f"model{'s' * (len(model_dirs) > 1)}: " + ", ".join(map(str, model_dirs.values())) +
-              " (config.json, model.safetensors, tokenizer)" +
-              (f"; the adapter in {out / 'adapters' / 'adapter'}, which generate does not read (Python: "
-               "load_adapter(model, dir, set_active=True))" if "adapters" in model_dirs else ""))
+        adapter = (f"; the adapter in {out / 'adapters' / 'adapter'}, which generate does not read (Python: "
+                   "load_adapter(model, dir, set_active=True))") if "adapters" in model_dirs else ""
+        print(f"model{'s' * (len(model_dirs) > 1)}: {', '.join(map(str, model_dirs.values()))} (config.json, "
+              f"model.safetensors, tokenizer){adapter}")
         runnable = [c for c in ("bert2bert", "bertshare", "random") if c in model_dirs]
         if runnable and samples:
             command = generate_command(model_dirs[runnable[0]], task["test"][samples[0]].source)
@@ -250,21 +243,21 @@ def write_outputs(out: Path, rows, table, settings, total_s, test, samples, outp
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `experiment` subcommand's options: the work (--quick, --configs, --steps), the cap, then run()'s settings."""
-    p.add_argument("--quick", action="store_true", help=f"the main job: warm-started bert2bert only, {QUICK_STEPS} steps")
+    p.add_argument("--quick", action="store_true", help=f"the main job: bert2bert only, {QUICK_STEPS} steps")
     p.add_argument("--configs", help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--steps", type=int, help=f"optimizer steps per configuration (default {STEPS}; {QUICK_STEPS} "
                    "with --quick)")
     p.add_argument("--minutes", type=float, help="optional cap on the whole command: stop after the first steps, with "
                    "the estimated time, if the run would not fit (the steps never change)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy, from the load average)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores not already busy)")
     p.add_argument("--out", help="run directory (default runs/experiment, runs/quick with --quick)")
     p.add_argument("--batch-size", type=int, default=32, help="global batch (default: 32)")
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of full fine-tuning (default: 3e-4)")
-    p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak learning rate of adapter training (default: 1e-3)")
+    p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak learning rate of adapters (default: 1e-3)")
     p.add_argument("--adapter", default="double_seq_bn", help="adapter preset: seq_bn, double_seq_bn (default), par_bn")
     p.add_argument("--num-beams", type=int, default=1, help="decoding of the test split (default 1: greedy)")
     p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    p.add_argument("--bert", default="minilm", help="the BERT checkpoint to warm-start from (default 'minilm': embedded)")
+    p.add_argument("--bert", default="minilm", help="the BERT checkpoint to start from (default 'minilm': embedded)")
     p.add_argument("--cache-dir", help="where the docstring task is cached")
 
 

@@ -3,17 +3,13 @@
     python -m minis2s generate MODEL_DIR "some text" ["more text" ...] [options]
     cat sources.txt | python -m minis2s generate MODEL_DIR [options]       (one source per line; "-" also reads stdin)
 
-MODEL_DIR is a minis2s checkpoint directory (config.json + model.safetensors, as `save_pretrained` writes it); the
-tokenizer is read from it unless --tokenizer names another. Each source prints one line per returned sequence, best
-first, in input order; stdin is answered in batches of --batch-size lines, so it works in a pipe.
+MODEL_DIR is a minis2s checkpoint directory, as `save_pretrained` writes it. Each source prints one line per returned
+sequence, best first, in input order; stdin is answered in batches of --batch-size lines, so it works in a pipe.
 """
-
-from __future__ import annotations
 
 import argparse
 import dataclasses
 import sys
-from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
 
@@ -23,11 +19,11 @@ from . import EncoderDecoderModel, generate, load_tokenizer
 from .train import add_options, from_options, option
 
 
-@dataclass
+@dataclasses.dataclass
 class Settings:
     """`generate`'s settings, one option each; max_length and min_length count the start token."""
 
-    max_new_tokens: int | None = option(None, "at most this many new tokens (20 unless --max-length is given)")
+    max_new_tokens: int | None = option(None, "at most this many new tokens (default: 20 unless --max-length)")
     max_length: int | None = option(None, "at most this many tokens")
     min_new_tokens: int | None = option(None, "no [SEP] before this many new tokens")
     min_length: int | None = option(None, "no [SEP] before this many tokens")
@@ -43,14 +39,13 @@ class Settings:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `generate` subcommand's options: what to run, how to run it, then `Settings`."""
+    """The `generate` subcommand's options: what to run and how, then `Settings`."""
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a minis2s checkpoint directory")
     p.add_argument("texts", metavar="TEXT", nargs="*", help='source texts; none or "-": one per line from stdin')
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer directory or file (default: MODEL_DIR)")
-    p.add_argument("--seed", type=int, help="seed for the sampler (default: unseeded)")
-    p.add_argument("--max-source-length", type=int, help="truncate sources to this many tokens (default: the "
-                   "encoder's max_position_embeddings)")
-    p.add_argument("--batch-size", type=int, default=16, help="sources per generate call (default: 16)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed for the sampler (default: unseeded)")
+    p.add_argument("--max-source-length", type=int, metavar="N", help="truncate sources (default: the encoder's limit)")
+    p.add_argument("--batch-size", type=int, metavar="N", default=16, help="sources per generate call (default: 16)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--attn", choices=("eager", "sdpa"), help="attention kernel (default: the config's)")
     p.add_argument("--no-cache", action="store_true", help="re-run the decoder on the whole prefix every step")
@@ -63,14 +58,14 @@ def run_command(args: argparse.Namespace) -> None:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = EncoderDecoderModel.from_pretrained(args.model_dir, attn_implementation=args.attn, map_location=device)
     tokenizer = load_tokenizer(args.tokenizer or args.model_dir)
-    max_source = args.max_source_length or model.config.encoder.max_position_embeddings
     settings = dataclasses.asdict(from_options(Settings, args))
     settings["early_stopping"] = {"true": True, "false": False, "never": "never"}[args.early_stopping]
     generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
     from_stdin = not args.texts or args.texts == ["-"]
     lines = (line.rstrip("\r\n") for line in sys.stdin) if from_stdin else iter(args.texts)
     while batch := list(islice(lines, args.batch_size)):
-        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_source, return_tensors="pt")
+        enc = tokenizer(batch, padding=True, truncation=True, return_tensors="pt",
+                        max_length=args.max_source_length or model.config.encoder.max_position_embeddings)
         ids = generate(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), generator=generator,
                        use_cache=not args.no_cache, **settings)
         for text in tokenizer.batch_decode(ids.cpu(), skip_special_tokens=not args.keep_special_tokens):

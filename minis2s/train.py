@@ -233,8 +233,8 @@ def init_distributed(device: str | None) -> Dist:
     nccl when this rank has a GPU, gloo on CPU. A group the caller created is used as it is."""
     world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    if device is None or device == "cuda":
-        device = f"cuda:{local_rank}" if use_cuda else "cpu"
+    device = ("cuda" if use_cuda else "cpu") if device is None else device
+    device = f"cuda:{local_rank}" if device == "cuda" else device
     owns = world > 1 and not dist.is_initialized()
     if owns:
         if use_cuda:

@@ -6,7 +6,8 @@ launched by torchrun) follows the single-process run on the same global batch; w
 learning-rate schedule; the JSONL log, the plot and the command line. The experiment (minis2s/experiment.py): every
 configuration end to end with the models it writes and the generate command it prints (run as printed); its fixed
 work (--quick 234 steps, else 388); --threads and the default thread choice (float-rounding differences only); a
---minutes budget too small for the work (one line, exit status 1); progress bars with an ETA, with and without tqdm.
+--minutes budget too small for the work (one line, exit status 1); progress: tqdm's bars on a terminal, plain lines
+with an ETA without tqdm or in a log file.
 
 Run: python -m pytest -q tests/test_train.py
 """
