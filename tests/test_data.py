@@ -18,11 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
+from minis2s import load_tokenizer, shift_tokens_right
 from minis2s.data import (SPLITS, Pair, Seq2SeqCollator, build_docstring_task, clean_docstring, iterate_batches,
                           load_pairs, make_pairs, mentions_name, name_to_words, names_in_vocab, near_duplicates,
                           normalise, split_of)
-from minis2s.model import shift_tokens_right
-from minis2s.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
