@@ -191,7 +191,7 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
     command = None
     if model_dirs:
         adapter = (f"; the adapter in {out / 'adapters' / 'adapter'}, which generate does not read (Python: "
-                   "load_adapter(model, dir, set_active=True))") if "adapters" in model_dirs else ""
+                   "model.load_adapter(dir, set_active=True))") if "adapters" in model_dirs else ""
         print(f"model{'s' * (len(model_dirs) > 1)}: {', '.join(map(str, model_dirs.values()))} (config.json, "
               f"model.safetensors, tokenizer){adapter}")
         runnable = [c for c in ("bert2bert", "bertshare", "random") if c in model_dirs]
