@@ -409,6 +409,8 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, rng_stat
 def load_checkpoint(path: Path, model, optimizer) -> dict:
     """Put a checkpoint's weights into `model` and its state into `optimizer`; return the rest of the state."""
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    if not isinstance(state.get("adapters"), dict) or "cuda" not in state["rng"][0]:
+        raise ValueError(f"{path / STATE_FILE} was written by an older minis2s; start afresh with --force")
     params = dict(model.named_parameters())
     tensors = {**read_safetensors(path / "model" / "model.safetensors"), **state["adapters"]}
     wrong = sorted(k for k in params.keys() | tensors.keys()
