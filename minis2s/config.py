@@ -140,6 +140,3 @@ class EncoderDecoderConfig:
             "eos_token_id": self.eos_token_id,
             "tie_encoder_decoder": self.tie_encoder_decoder,
         }
-
-
-from .files import write_json as write_json_atomic  # noqa: E402,F401  TRANSITION: remove

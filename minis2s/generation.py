@@ -12,15 +12,8 @@ How `choose` works is the decoding strategy:
   - beam search: keep the `num_beams` best partial targets by total log-probability; a finished one scores
     sum(log p) / len ** length_penalty (Wu et al. 2016, arXiv 1609.08144, without their +5 smoothing).
 
-Every detail follows transformers 4.57.6 `EncoderDecoderModel.generate` (generation/utils.py, logits_process.py),
-token for token; `tests/test_generation.py` proves it. Notable details, each marked where it happens:
-  - the default is 20 new tokens (max_length 21: the start token counts), `min_length` counts the start token too;
-  - scores are processed in transformers' order: no-repeat-n-gram, min-length, then (sampling) temperature ->
-    top-k -> top-p; in beam search they are applied to log-probabilities, in greedy/sampling to raw logits;
-  - beam search ranks 2 * num_beams candidates per step, so that num_beams survive even if all the best end;
-  - rows that finished are padded: greedy with `pad_token_id`, beam search with `pad_token_id or eos_token_id`;
-  - beam sampling lets the first K of the 2K candidates drawn per step finish, in the order drawn; transformers 5
-    sorts them by score first, which `beam_sample_order="score"` reproduces.
+Every detail follows transformers 4.57.6 `EncoderDecoderModel.generate`, token for token (tests/test_generation.py);
+docs/generation.md lists the rules matched (lengths, the order scores are processed in, beam bookkeeping, padding).
 
 With `use_cache=True` each step feeds only the newest token against the engine's key/value cache (engine.py); with
 `use_cache=False` every step re-runs the decoder on the whole prefix; both give the same tokens. model.py's
