@@ -4,9 +4,8 @@
     python -m minis2s train --warm-start minilm --out runs/NAME     train.py
     python -m minis2s experiment [--quick] [--steps N]             experiment.py
 
-Each command lives in its own module, which provides `add_arguments(parser)` and `run_command(args)`; this file
-only wires them up. `python -m minis2s COMMAND --help` lists a command's options. Exit status: 0 done, 1 an error
-(one line naming the file, the option or the value), 2 a usage error.
+Each command's module provides `add_arguments(parser)` and `run_command(args)`; `COMMAND --help` lists its options.
+Exit status: 0 done, 1 an error (one line naming the file, the option or the value), 2 a usage error.
 """
 
 import argparse
@@ -24,12 +23,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minis2s", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_line) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_line, description=module.__doc__.split("\n")[0])
-        module.add_arguments(sub)
-        sub.set_defaults(run=module.run_command)
+        module.add_arguments(commands.add_parser(name, help=help_line, description=module.__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        COMMANDS[args.command][0].run_command(args)
     except (OSError, ValueError) as e:  # a missing or malformed file, a bad value: one line, no traceback
         raise SystemExit(f"error: {e}") from None
 

@@ -1,10 +1,7 @@
 """`python -m minis2s generate`: try a model from the command line.
 
     python -m minis2s generate MODEL_DIR "some text" ["more text" ...] [options]
-    cat sources.txt | python -m minis2s generate MODEL_DIR [options]       (one source per line; "-" also reads stdin)
-
-MODEL_DIR is a minis2s checkpoint directory, as `save_pretrained` writes it. Each source prints one line per returned
-sequence, best first, in input order; stdin is answered in batches of --batch-size lines, so it works in a pipe.
+    cat sources.txt | python -m minis2s generate MODEL_DIR [options]       (a source a line, --batch-size at a time)
 """
 
 import argparse
@@ -36,6 +33,7 @@ class Settings:
     temperature: float = option(1.0, "sampling: divide the logits by this")
     top_k: int = option(50, "sampling: keep the k most likely tokens; 0: off (50 as in transformers)")
     top_p: float = option(1.0, "sampling: keep the most likely tokens that make up this probability; 1.0: off")
+    use_cache: bool = option(True, "re-run the decoder on the whole prefix every step", flags=("--no-cache",))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,25 +46,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", default=16, help="sources per generate call (default: 16)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--attn", choices=("eager", "sdpa"), help="attention kernel (default: the config's)")
-    p.add_argument("--no-cache", action="store_true", help="re-run the decoder on the whole prefix every step")
     p.add_argument("--keep-special-tokens", action="store_true", help="print [CLS], [SEP], [PAD] too")
     add_options(p, Settings)
 
 
 def run_command(args: argparse.Namespace) -> None:
-    """Load the model and tokenizer, then print the generations for every source."""
+    """Print one line per returned sequence, best first, for every source."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = EncoderDecoderModel.from_pretrained(args.model_dir, attn_implementation=args.attn, map_location=device)
     tokenizer = load_tokenizer(args.tokenizer or args.model_dir)
-    settings = dataclasses.asdict(from_options(Settings, args))
-    settings["early_stopping"] = {"true": True, "false": False, "never": "never"}[args.early_stopping]
-    generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
-    from_stdin = not args.texts or args.texts == ["-"]
-    lines = (line.rstrip("\r\n") for line in sys.stdin) if from_stdin else iter(args.texts)
+    settings = {**dataclasses.asdict(from_options(Settings, args)),
+                "early_stopping": {"true": True, "false": False, "never": "never"}[args.early_stopping],
+                "generator": None if args.seed is None else torch.Generator(device).manual_seed(args.seed)}
+    max_length = args.max_source_length or model.config.encoder.max_position_embeddings
+    lines = (line.rstrip("\r\n") for line in sys.stdin) if args.texts in ([], ["-"]) else iter(args.texts)
     while batch := list(islice(lines, args.batch_size)):
-        enc = tokenizer(batch, padding=True, truncation=True, return_tensors="pt",
-                        max_length=args.max_source_length or model.config.encoder.max_position_embeddings)
-        ids = generate(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), generator=generator,
-                       use_cache=not args.no_cache, **settings)
-        for text in tokenizer.batch_decode(ids.cpu(), skip_special_tokens=not args.keep_special_tokens):
-            print(text, flush=from_stdin)
+        enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        ids = generate(model, enc["input_ids"].to(device), enc["attention_mask"].to(device), **settings)
+        texts = tokenizer.batch_decode(ids.cpu(), skip_special_tokens=not args.keep_special_tokens)
+        print(*texts, sep="\n", flush=True)  # flushed: a reader at the other end of a pipe gets each batch at once
