@@ -1,19 +1,11 @@
-"""The adapters library's world around adapters.py: its configs, its general bottleneck, Stack, its API and files.
+"""The adapters library's world around adapters.py: its configs, a general bottleneck, Stack, its API and its files.
 
-`BnConfig` is the library's bottleneck config (adapters 1.3.0), every field, checked. At each site `add_adapter`
-builds `Houlsby`, `Pfeiffer` or `Parallel` (adapters.py) when the config is exactly that idea, else `FlagBottleneck`,
-which follows every flag in the library's order of operations; from the same weights the two give identical outputs
-and gradients (tests/test_adapters.py). Placement is the library's on a transformers EncoderDecoderModel, so that
-adapter files move between the two: `mh_adapter` puts an adapter after self-attention and, in decoder layers, another
-after cross-attention; `output_adapter` one after the FFN; layer ids (`leave_out`, per-layer `reduction_factor`)
-restart at 0 in the decoder. Beyond adapters 1.3.0: `stacks=("decoder",)`; `train_adapter(...,
-train_cross_attention=True)`; adapters in the dtype and on the device of their layer; strict `load_adapter`; and the
-flag combinations that crash adapters 1.3.0 work (integer `scaling`, `ln_before` saved as safetensors) or are refused
-with a message (`residual_before_ln="post_add"` without `original_ln_before`).
-
-Use it as functions (`add_adapter(model, "sum", "seq_bn")`) or, with `AdapterMixin` among the model's bases, as
-methods (`model.add_adapter("sum", "seq_bn")`). Reference: Poth et al. 2023, Adapters: A Unified Library for
-Parameter-Efficient and Modular Transfer Learning (arXiv 2311.11077). Shapes: B batch, T length, C hidden.
+`BnConfig` is adapters 1.3.0's bottleneck config, every field, checked. `add_adapter` builds `Houlsby`, `Pfeiffer` or
+`Parallel` (adapters.py) where a config is exactly that idea, else `FlagBottleneck`, which follows every flag in the
+library's order. Placement, parameter names and files are the library's on a transformers EncoderDecoderModel, so
+adapter files move both ways. Functions (`add_adapter(model, "sum", "seq_bn")`), or methods through `AdapterMixin`.
+docs/adapters.md: the equations, the files, where minis2s departs from adapters 1.3.0 on purpose. Reference: Poth et
+al. 2023, Adapters: A Unified Library for Parameter-Efficient and Modular Transfer Learning (arXiv 2311.11077).
 """
 
 from __future__ import annotations
@@ -32,9 +24,8 @@ from .adapters import ACTS, Bottleneck, Houlsby, Parallel, Pfeiffer
 from .checkpoint import check_state, to_hf_name
 from .files import atomic_write, read_json, read_safetensors, write_json, write_safetensors
 
+
 # -- Configuration ----------------------------------------------------------------------------------------------
-
-
 @dataclass
 class BnConfig:
     """A bottleneck adapter's architecture: the adapters library's field names, defaults and meanings, checked."""
@@ -47,7 +38,7 @@ class BnConfig:
     original_ln_after: bool = True  # finish with the layer's own x = LN(out + x); False returns out itself
     ln_before: bool = False  # a new LayerNorm (eps 1e-5) on the adapter's input
     ln_after: bool = False  # a new LayerNorm (eps 1e-5) on the adapter's output
-    init_weights: str = "bert"  # "bert" N(0, .02) | "mam_adapter" W_up = 0: an identity | "houlsby" N(0, .01) cut at 2σ
+    init_weights: str = "bert"  # "bert" N(0, .02) | "mam_adapter" W_up = 0, an identity | "houlsby" N(0, .01) cut
     init_weights_seed: int | None = None  # if set (non-zero), every adapter module starts from this same seed
     is_parallel: bool = False  # the adapter reads the sub-block's input x and its output is added beside h
     scaling: float | str = 1.0  # A(.) times a constant, a "learned" scalar, or a learned per-"channel" vector
@@ -62,19 +53,17 @@ class BnConfig:
     def __post_init__(self):
         # Normalise what JSON or a user may hand us, then refuse anything adapters would crash on or misread.
         number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-        rf, s, res = self.reduction_factor, self.scaling, self.residual_before_ln
         self.stacks = (self.stacks,) if isinstance(self.stacks, str) else tuple(self.stacks)
         self.leave_out = [int(i) for i in self.leave_out]
-        if number(s):
-            self.scaling = s = float(s)  # adapters 1.3.0 rejects scaling=4 ("Unknown scaling type"); 4.0 works
-        if isinstance(rf, Mapping):  # adapters looks layer i up as str(i): an int key {1: 4} would be ignored there
-            self.reduction_factor = rf = {str(k): v for k, v in rf.items()}
-        problems = [f"{f.name} must be True or False, got {getattr(self, f.name)!r}" for f in fields(self)
-                    if f.type == "bool" and not isinstance(getattr(self, f.name), bool)]
-        checks = [  # (what must hold, what is wrong when it does not)
+        self.scaling = float(self.scaling) if number(self.scaling) else self.scaling  # adapters 1.3.0 fails on int 4
+        if isinstance(self.reduction_factor, Mapping):  # adapters looks layer i up as str(i): {1: 4} is ignored there
+            self.reduction_factor = {str(k): v for k, v in self.reduction_factor.items()}
+        rf, s, res = self.reduction_factor, self.scaling, self.residual_before_ln
+        rfs = rf if isinstance(rf, dict) else {"default": rf}
+        checks = [(isinstance(getattr(self, f.name), bool), f"{f.name} must be True or False, got "
+                   f"{getattr(self, f.name)!r}") for f in fields(self) if f.type == "bool"] + [
             (self.mh_adapter or self.output_adapter, "neither mh_adapter nor output_adapter is set: no module to add"),
-            (all(number(r) and r > 0 for r in (rf.values() if isinstance(rf, dict) else [rf])) and
-             (not isinstance(rf, dict) or all(k == "default" or k.isdigit() for k in rf)),
+            (all(number(r) and r > 0 and (k == "default" or k.isdigit()) for k, r in rfs.items()),
              f"reduction_factor {rf!r} is not a number > 0 or a dict of them by layer id or 'default'"),
             (isinstance(self.non_linearity, str) and self.non_linearity.lower() in ACTS,
              f"non_linearity {self.non_linearity!r} is not one of {sorted(ACTS)}"),
@@ -90,10 +79,8 @@ class BnConfig:
             (self.stacks and set(self.stacks) <= {"encoder", "decoder"} and len(set(self.stacks)) == len(self.stacks),
              f"stacks {self.stacks!r} must name 'encoder' and/or 'decoder' once each"),
             (self.init_weights_seed is None or isinstance(self.init_weights_seed, int),
-             f"init_weights_seed {self.init_weights_seed!r} is not an integer"),
-        ]
-        problems += [problem for ok, problem in checks if not ok]
-        if problems:
+             f"init_weights_seed {self.init_weights_seed!r} is not an integer")]
+        if problems := [problem for ok, problem in checks if not ok]:
             raise ValueError("invalid adapter config: " + "; ".join(problems))
 
     def replace(self, **changes) -> BnConfig:
@@ -102,10 +89,10 @@ class BnConfig:
 
     def rf_for_layer(self, i: int) -> float:
         """The reduction factor of layer id i (per stack): its own entry, else "default"."""
-        rf = self.reduction_factor
-        if isinstance(rf, dict) and str(i) not in rf and "default" not in rf:
+        rf = self.reduction_factor if isinstance(self.reduction_factor, dict) else {"default": self.reduction_factor}
+        if str(i) not in rf and "default" not in rf:
             raise ValueError(f"reduction_factor {rf} has no entry for layer {i} and no 'default'")
-        return rf.get(str(i), rf.get("default")) if isinstance(rf, dict) else rf
+        return rf.get(str(i), rf.get("default"))
 
     def to_dict(self) -> dict:
         """The "config" of adapter_config.json: every field adapters 1.3.0 writes, and `stacks` unless both."""
@@ -121,12 +108,10 @@ class BnConfig:
         if (architecture := d.pop("architecture", None)) not in (None, "bottleneck"):
             raise ValueError(f"adapter architecture {architecture!r} is not a bottleneck adapter (minis2s implements "
                              "bottleneck adapters only)")
-        for key in ("phm_layer", "inv_adapter", "stochastic_depth"):
-            if d.get(key):
-                raise ValueError(f"{key}={d[key]!r} is not implemented in minis2s (Compacter, invertible adapters "
-                                 "and stochastic depth are not)")
-        unknown = sorted(set(d) - ours - set(LIBRARY_ONLY))
-        if unknown:
+        if on := [f"{key}={d[key]!r}" for key in ("phm_layer", "inv_adapter", "stochastic_depth") if d.get(key)]:
+            raise ValueError(f"{on[0]} is not implemented in minis2s (Compacter, invertible adapters and stochastic "
+                             "depth are not)")
+        if unknown := sorted(set(d) - ours - set(LIBRARY_ONLY)):
             raise ValueError(f"unknown adapter config field(s): {', '.join(unknown)}")
         return cls(**{k: v for k, v in d.items() if k in ours})
 
@@ -152,26 +137,22 @@ PRESET_ALIASES = {"pfeiffer": "seq_bn", "houlsby": "double_seq_bn", "parallel": 
 IDEAS = {"double_seq_bn": Houlsby, "seq_bn": Pfeiffer, "par_bn": Parallel}
 
 
-def preset(name: str, **changes) -> BnConfig:
-    """The library's preset `name` (or its old name), with some fields changed."""
-    return BnConfig(**{**PRESETS[PRESET_ALIASES.get(name, name)], **changes})
+def resolve_config(config: str | BnConfig | Mapping | None = None, **changes) -> BnConfig:
+    """A preset name ("seq_bn", its old name "pfeiffer", ...; None is "seq_bn", as in adapters), a BnConfig or a dict
+    -> BnConfig, with some fields changed: `resolve_config("par_bn", scaling=2.0)`."""
+    if isinstance(config, (BnConfig, Mapping)):
+        return replace(config if isinstance(config, BnConfig) else BnConfig.from_dict(config), **changes)
+    if not isinstance(config, (str, type(None))):
+        raise TypeError(f"adapter config must be a preset name, a BnConfig or a dict, got {type(config).__name__}")
+    if (name := PRESET_ALIASES.get(config, config or "seq_bn")) not in PRESETS:
+        raise ValueError(f"unknown adapter config {config!r}; presets: {', '.join([*PRESETS, *PRESET_ALIASES])}")
+    return BnConfig(**{**PRESETS[name], **changes})
 
 
 # Named like the adapters classes they stand for: `SeqBnConfig(reduction_factor=8)`.
-SeqBnConfig = partial(preset, "seq_bn")  # Pfeiffer et al.: one adapter after the FFN, fed LN(h + x)
-DoubleSeqBnConfig = partial(preset, "double_seq_bn")  # Houlsby et al.: after attention and the FFN, fed h
-ParBnConfig = partial(preset, "par_bn")  # He et al.: scaled, beside the FFN, fed x, starting as an identity
-
-
-def resolve_config(config: str | BnConfig | Mapping | None) -> BnConfig:
-    """A preset name ("seq_bn", "pfeiffer", ...), a BnConfig or a dict -> BnConfig; None is "seq_bn", as in adapters."""
-    if isinstance(config, (BnConfig, Mapping)):
-        return config if isinstance(config, BnConfig) else BnConfig.from_dict(config)
-    if not isinstance(config, (str, type(None))):
-        raise TypeError(f"adapter config must be a preset name, a BnConfig or a dict, got {type(config).__name__}")
-    if PRESET_ALIASES.get(config, config or "seq_bn") not in PRESETS:
-        raise ValueError(f"unknown adapter config {config!r}; presets: {', '.join([*PRESETS, *PRESET_ALIASES])}")
-    return preset(config or "seq_bn")
+SeqBnConfig = partial(resolve_config, "seq_bn")  # Pfeiffer et al.: one adapter after the FFN, fed LN(h + x)
+DoubleSeqBnConfig = partial(resolve_config, "double_seq_bn")  # Houlsby et al.: after attention and the FFN, fed h
+ParBnConfig = partial(resolve_config, "par_bn")  # He et al.: scaled, beside the FFN, fed x, starting as an identity
 
 
 class Stack(tuple):
@@ -190,47 +171,40 @@ class Stack(tuple):
 
 
 # -- The modules at a site ---------------------------------------------------------------------------------------
-
-
 class FlagBottleneck(Bottleneck):
-    """Any BnConfig at one site: a = gate(z) * dropout(s * A(LN_b(z))), with LN_a and the residuals its flags ask for.
-
-    The three steps of adapters.py, each following the flags in the library's order of operations.
-    """
+    """Any BnConfig at one site: a = gate(z) * dropout(s * A(LN_b(z))), with LN_a and the residuals its flags ask
+    for; the three steps of adapters.py, each in the library's order of operations (docs/adapters.md)."""
 
     def __init__(self, config: BnConfig, C: int, d: int, dtype=None, device=None):
         kw = dict(dtype=dtype, device=device)
         super().__init__(C, d, config.non_linearity, **kw)  # library: adapter_down.0 (.1 after LN_b), adapter_up
         self.config = config
-        self.ln_before = nn.LayerNorm(C, **kw) if config.ln_before else None  # library: adapter_down.0
+        self.ln_before = nn.LayerNorm(C, **kw) if config.ln_before else nn.Identity()  # library: adapter_down.0
         learned = {"learned": 1, "channel": C}.get(config.scaling)  # one learned scalar, or one per channel
         self.scaling = nn.Parameter(torch.ones(learned, **kw)) if learned else config.scaling  # a constant: not saved
-        self.ln_after = nn.LayerNorm(C, **kw) if config.ln_after else None  # library: adapter_norm_after
+        self.ln_after = nn.LayerNorm(C, **kw) if config.ln_after else nn.Identity()  # library: adapter_norm_after
         self.gate = nn.Linear(C, 1, **kw) if config.use_gating else None  # library: gate
         self.drop = nn.Dropout(config.dropout)
 
     def inputs(self, h, x, ln):
         """What the adapter reads (z) and the residual it adds back (r). h: the sub-block's output, x: its input."""
-        cfg = self.config
+        cfg, res = self.config, self.config.residual_before_ln
         if cfg.is_parallel:
-            return x, x  # z = r = x: the adapter reads what the sub-block read
-        z, r = h, (h if cfg.residual_before_ln is True else None)
-        if cfg.original_ln_before:
-            z = h + x
-            r = z if cfg.residual_before_ln == "post_add" else r  # r = h + x
-            z = ln(z)  # z = LN(h + x), the layer's own output
-        return z, (z if cfg.residual_before_ln is False else r)  # False: r = z, i.e. LN(h + x) or h
+            return x, x  # A reads what the sub-block read
+        if not cfg.original_ln_before:
+            return h, h  # z = h; r = h (residual_before_ln True) or r = z (False): h either way
+        t = ln(h + x)  # the layer's own output
+        return t, (h if res is True else t if res is False else h + x)  # "post_add": r = h + x
 
     def adapt(self, z, r):
         """gate(z) * dropout(s A(LN_b(z))), then r added before or after LN_a (parallel: no r; h comes in `close`)."""
         cfg = self.config
-        out = self.drop(self.A(self.ln_before(z) if self.ln_before is not None else z) * self.scaling)
+        out = self.drop(self.A(self.ln_before(z)) * self.scaling)
         if self.gate is not None:  # one gate per example: sigmoid(W_g z + b_g) averaged over T, padding included
             out = out * torch.sigmoid(self.gate(z)).mean(dim=1, keepdim=True)  # (B, T, 1) -> (B, 1, 1)
         if cfg.adapter_residual_before_ln and not cfg.is_parallel:
             out = out + r
-        if self.ln_after is not None:
-            out = self.ln_after(out)
+        out = self.ln_after(out)
         return out if cfg.adapter_residual_before_ln or cfg.is_parallel else out + r
 
     def close(self, out, h, x, ln):
@@ -247,24 +221,18 @@ EQUATION_FLAGS = ("original_ln_before", "original_ln_after", "ln_before", "ln_af
                   "residual_before_ln", "adapter_residual_before_ln", "dropout")
 
 
-def idea_of(config: BnConfig) -> type[Bottleneck] | None:
-    """Houlsby, Pfeiffer or Parallel when `config` has exactly that preset's EQUATION_FLAGS and scaling (Parallel: any
-    constant s, or a learned one); None when it is none of the three."""
+def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
+    """One site's module, initialised: Houlsby, Pfeiffer or Parallel when `config` has exactly that preset's
+    EQUATION_FLAGS and scaling (Parallel: any constant s, or a learned one), else a FlagBottleneck."""
+    act, kw = config.non_linearity, dict(dtype=dtype, device=device)
     for name, idea in IDEAS.items():
-        ref = preset(name)
+        ref = resolve_config(name)
         if all(getattr(config, f) == getattr(ref, f) for f in EQUATION_FLAGS) and (
                 config.scaling == ref.scaling or idea is Parallel and config.scaling != "channel"):
-            return idea
-    return None
-
-
-def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
-    """One site's module, initialised: the idea's own module when `config` is one of the three, else FlagBottleneck."""
-    idea, act = idea_of(config), config.non_linearity
-    if idea is None:
-        m = FlagBottleneck(config, C, d, dtype, device)
+            m = Parallel(C, d, act, config.scaling, **kw) if idea is Parallel else idea(C, d, act, **kw)
+            break
     else:
-        m = Parallel(C, d, act, config.scaling, dtype, device) if idea is Parallel else idea(C, d, act, dtype, device)
+        m = FlagBottleneck(config, C, d, **kw)
     init_weights(m, config)
     return m
 
@@ -273,22 +241,21 @@ def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bo
 def init_weights(m: Bottleneck, config: BnConfig) -> None:
     """The library's schemes. "bert": N(0, 0.02), zero biases (the gate too). "mam_adapter": W_down as PyTorch's
     Linear, W_up = b_up = 0 (A = 0, an exact identity). "houlsby": N(0, 0.01) cut at ±0.02 (the gate: PyTorch's)."""
-    g, gate = None, getattr(m, "gate", None)
+    g, gate, scheme = None, getattr(m, "gate", None), config.init_weights
     if config.init_weights_seed and m.down.weight.device.type != "meta":
         g = torch.Generator(m.down.weight.device).manual_seed(config.init_weights_seed)
-    if config.init_weights == "houlsby":
+    if scheme == "houlsby":
         for lin in (m.down, m.up):
             nn.init.trunc_normal_(lin.weight, mean=0.0, std=1e-2, a=-2e-2, b=2e-2, generator=g)
-            nn.init.zeros_(lin.bias)
-        return
-    if config.init_weights == "mam_adapter":
+    elif scheme == "mam_adapter":
         nn.init.kaiming_uniform_(m.down.weight, a=math.sqrt(5), generator=g)
-        for t in (m.down.bias, m.up.weight, m.up.bias):
-            nn.init.zeros_(t)
-    for lin in ((m.down, m.up, gate) if config.init_weights == "bert" else (gate,)):
+        nn.init.zeros_(m.up.weight)
+    for lin in {"bert": (m.down, m.up, gate), "mam_adapter": (gate,), "houlsby": ()}[scheme]:
         if lin is not None:
             nn.init.normal_(lin.weight, 0.0, 0.02, generator=g)
             nn.init.zeros_(lin.bias)
+    for lin in (m.down, m.up):
+        nn.init.zeros_(lin.bias)
 
 
 class AdapterSite(nn.ModuleDict):
@@ -317,24 +284,14 @@ SITE_LN = {"attn": "attn_ln", "cross": "cross_ln", "ffn": "ffn_ln"}
 
 def _configs(model, name: str | None = None) -> dict[str, BnConfig]:
     """The model's {adapter name: config}; with `name`, first check that the model has it."""
-    if getattr(model, "adapters_config", None) is None:
-        model.adapters_config = {}
-    if name is not None and name not in model.adapters_config:
-        raise ValueError(f"the model has no adapter named {name!r}; it has {list(model.adapters_config)}")
-    return model.adapters_config
+    configs = vars(model).setdefault("adapters_config", {})  # created on a model's first adapter
+    if name is not None and name not in configs:
+        raise ValueError(f"the model has no adapter named {name!r}; it has {list(configs)}")
+    return configs
 
 
 def _active(model) -> tuple[str, ...]:
     return tuple(getattr(model, "active_adapters", None) or ())
-
-
-def _places(model, config: BnConfig):
-    """(layer id, site, layer) for every place `config` puts an adapter."""
-    for stack in config.stacks:
-        for i, layer in enumerate(getattr(model, stack).layers):
-            sites = ["attn", "cross"] * config.mh_adapter + ["ffn"] * config.output_adapter
-            if i not in config.leave_out:
-                yield from ((i, s, layer) for s in sites if s != "cross" or layer.cross_attn is not None)
 
 
 def _modules(model, name: str):
@@ -352,7 +309,9 @@ def add_adapter(model, adapter_name: str, config=None, overwrite_ok: bool = Fals
     config = resolve_config(config)
     if adapter_name in _configs(model) and not overwrite_ok:
         raise ValueError(f"the model already has an adapter named {adapter_name!r} (pass overwrite_ok=True)")
-    places = list(_places(model, config))
+    sites = ["attn", "cross"] * config.mh_adapter + ["ffn"] * config.output_adapter
+    places = [(i, site, layer) for stack in config.stacks for i, layer in enumerate(getattr(model, stack).layers)
+              if i not in config.leave_out for site in sites if site != "cross" or layer.cross_attn is not None]
     if not places:
         raise ValueError(f"adapter {adapter_name!r} would add no module: leave_out={config.leave_out} "
                          f"covers every layer of {config.stacks}")
@@ -401,11 +360,8 @@ def set_active_adapters(model, adapter_setup) -> None:
 
 def train_adapter(model, adapter_setup, train_cross_attention: bool = False, train_lm_head: bool = False) -> None:
     """Train mode; every parameter frozen except those of the given adapter(s), which become the active setup.
-
-    Beyond adapters 1.3.0: train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm,
-    random in a warm-started BERT2BERT (frozen, they stall adapter training: adapters issue #575); train_lm_head=True
-    the LM head's transform and bias, new too when the checkpoint is a bare BertModel (the tied embeddings stay frozen).
-    """
+    Beyond adapters 1.3.0: train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm (new
+    in a warm-started BERT2BERT); train_lm_head=True the LM head's transform and bias (tied embeddings stay frozen)."""
     set_active_adapters(model, adapter_setup)
     model.train().requires_grad_(False)
     for *_, module in (m for name in _active(model) for m in _modules(model, name)):
@@ -433,20 +389,15 @@ def adapter_summary(model, as_dict: bool = False):
                  "active": "", "train": trainable.pop() if len(trainable) == 1 else "part"})
     if as_dict:
         return rows
-    cols = [("name", "Name", "<25"), ("architecture", "Architecture", "<14"), ("#modules", "Modules", ">8"),
-            ("#param", "#Param", ">13"), ("%param", "%Param", ">10"), ("active", "Active", ">8"),
-            ("train", "Train", ">8")]
-    show = lambda k, v: (f"{v:,}" if k == "#param" else f"{v:.3f}" if k == "%param" else  # noqa: E731
-                         ("yes" if v else "no") if isinstance(v, bool) else str(v))
-    head, *lines = ["".join(f"{show(k, r[k]) if r else h:{w}}" for k, h, w in cols) for r in [None, *rows]]
-    return "\n".join(["=" * 86, head, "-" * 86, *lines[:-1], "-" * 86, lines[-1], "=" * 86])
+    show = {bool: lambda v: "yes" if v else "no", int: "{:,}".format, float: "{:.3f}".format, str: str}
+    lines = [f"{a:<25}{b:<14}" + "".join(f"{c:>12}" for c in cs) for a, b, *cs in
+             [("Name", "Architecture", "Modules", "#Param", "%Param", "Active", "Train"),
+              *([show[type(v)](v) for v in r.values()] for r in rows)]]
+    rule = "-" * len(lines[0])
+    return "\n".join([rule, lines[0], rule, *lines[1:-1], rule, lines[-1], rule])
 
 
-# -- Files: adapter_config.json + adapter.safetensors (or adapters' pytorch_adapter.bin), in the library's format.
-# Tensor keys are full transformers EncoderDecoderModel paths:
-#     decoder.layers.3.adapters.cross.sum.down.weight   (minis2s)
-#     decoder.bert.encoder.layer.3.crossattention.output.adapters.sum.adapter_down.0.weight   (adapters)
-
+# -- Files: adapter_config.json + adapter.safetensors or pytorch_adapter.bin, in the library's format (docs/adapters.md)
 CONFIG_NAME, SAFE_WEIGHTS_NAME, WEIGHTS_NAME = "adapter_config.json", "adapter.safetensors", "pytorch_adapter.bin"
 # Our submodules' names in the library's `Adapter`, whose `adapter_down` holds LN_b (if any), then W_down.
 LIBRARY_NAMES = {"ln_before": "adapter_down.0", "down": "adapter_down.0", "up": "adapter_up",
@@ -454,13 +405,12 @@ LIBRARY_NAMES = {"ln_before": "adapter_down.0", "down": "adapter_down.0", "up": 
 
 
 def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
-    """Adapter `adapter_name`'s parameters under their adapters-library keys (see above)."""
-    _configs(model, adapter_name)
-    out = {}
+    """Adapter `adapter_name`'s parameters by their adapters-library keys: our decoder.layers.3.adapters.cross.sum.down
+    .weight is decoder.bert.encoder.layer.3.crossattention.output.adapters.sum.adapter_down.0.weight there."""
+    ln_before, out = _configs(model, adapter_name)[adapter_name].ln_before, {}
     for stack, i, site, module in _modules(model, adapter_name):
         # The module holding a site's adapters in transformers is the one holding the site's LayerNorm.
         prefix = to_hf_name(f"{stack}.layers.{i}.{SITE_LN[site]}.weight").removesuffix("LayerNorm.weight")
-        ln_before = getattr(module, "ln_before", None) is not None
         for pname, p in module.named_parameters():
             sub, _, leaf = pname.rpartition(".")  # "down.weight" -> "down", "weight"; "scaling" -> "", "scaling"
             lib = "adapter_down.1" if sub == "down" and ln_before else LIBRARY_NAMES.get(sub)
@@ -469,18 +419,12 @@ def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
 
 
 def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, safe: bool = True) -> None:
-    """Write adapter_config.json and adapter.safetensors (safe=False: adapters' default pytorch_adapter.bin).
-
-    Each file atomically (files.py); the other weights format's file, a stale copy, is removed. adapters 1.3.0 reads
-    the safetensors file with `load_adapter(dir, use_safetensors=True)`. It ignores "stacks" (one-stack adapters):
-    there the adapter lands in both stacks, the other stack's modules keeping their fresh init.
-    """
+    """Write adapter_config.json and adapter.safetensors (safe=False: adapters' default pytorch_adapter.bin), each
+    atomically; the other weights format's file, a stale copy, is removed."""
     tensors = {k: p.detach() for k, p in adapter_parameters(model, adapter_name).items()}
     config, out = _configs(model)[adapter_name], Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
-    if safe:
-        # adapters also lists LN_b as "adapter_norm_before", the same tensor as "adapter_down.0": safetensors refuses
-        # a tensor stored twice, which is why adapters 1.3.0 cannot save this case. One name is enough.
+    if safe:  # LN_b under one name: safetensors refuses a tensor stored twice (why adapters 1.3.0 cannot save this)
         write_safetensors(out / SAFE_WEIGHTS_NAME, tensors)
     else:
         with atomic_write(out / WEIGHTS_NAME) as tmp:  # both names of LN_b, as in the .bin written by adapters
@@ -493,11 +437,9 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, sa
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = None, set_active: bool = False) -> str:
-    """Add the adapter saved in `adapter_dir` (by minis2s or adapters 1.3.0); return its name in the model.
-
-    Reads adapter.safetensors, else pytorch_adapter.bin (with weights_only=True: no code runs). Every tensor must
-    match: missing, unexpected or mis-shaped keys raise one error listing them all, and the model is left unchanged.
-    """
+    """Add the adapter saved in `adapter_dir` (by minis2s or adapters 1.3.0: adapter.safetensors, else
+    pytorch_adapter.bin read with weights_only=True); return its name in the model. Strict: missing, unexpected or
+    mis-shaped keys raise one error listing them all, and the model is left unchanged."""
     d = Path(adapter_dir)
     if not (d / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{d} has no {CONFIG_NAME}: not an adapter directory")
@@ -518,9 +460,8 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
     tensors = {k.replace(f".adapters.{saved_name}.", f".adapters.{name}.", 1): v for k, v in tensors.items()}
     for k in [k for k in tensors if ".adapter_norm_before." in k and config.ln_before]:
         first = k.replace(".adapter_norm_before.", ".adapter_down.0.")  # adapters' second name for LN_b: accepted
-        if first in tensors and not torch.equal(tensors[first], tensors[k]):  # when it agrees with the first
+        if not torch.equal(tensors.setdefault(first, tensors[k]), tensors.pop(k)):  # if it agrees with the first
             raise ValueError(f"{source}: {k} differs from {first}, which adapters stores as the same tensor")
-        tensors.setdefault(first, tensors.pop(k))
     add_adapter(model, name, config)
     try:
         expected = adapter_parameters(model, name)
@@ -538,8 +479,7 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
 
 
 class AdapterMixin:
-    """The adapter API as methods, `class EncoderDecoderModel(AdapterMixin, nn.Module)`: each function above takes
-    the model first, so it serves as its own method."""
+    """The functions above as methods (each takes the model first): `class EncoderDecoderModel(AdapterMixin, ...)`."""
 
     active_adapters = None  # None, or the Stack used in every forward pass
     add_adapter, delete_adapter, set_active_adapters = add_adapter, delete_adapter, set_active_adapters

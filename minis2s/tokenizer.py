@@ -1,29 +1,10 @@
 """BERT's WordPiece tokenizer: the `tokenizers` library's own parts behind transformers' BertTokenizerFast interface.
 
-Text reaches BERT as integer ids in five steps. Each is a component of a `tokenizers.Tokenizer` (the Rust library
-transformers wraps too) and runs there; this file picks, assembles and configures them:
-  1. BertNormalizer      drop control characters, whitespace -> " ", space out CJK, lowercase, strip accents
-  2. BertPreTokenizer    split on whitespace and punctuation:   "Héllo, world!" -> ["hello", ",", "world", "!"]
-  3. WordPiece           greedy longest match in vocab.txt (id = line number), "##" on later pieces; [UNK] for a word
-                         it cannot cover or of over 100 characters:   "tokenization" -> ["token", "##ization"]
-  4. TemplateProcessing  [CLS] A [SEP], or [CLS] A [SEP] B [SEP] with segment ids 0 .. 0 1 .. 1:
-                         "Héllo, world!" -> [101, 7592, 1010, 2088, 999, 102]
-  5. enable_truncation, enable_padding: set for each call from transformers' arguments, then switched off again.
-The WordPiece decoder glues the "##" pieces back and drops the space before . , ! ?; normalising is lossy, so
-[101, 7592, 1010, 2088, 999, 102] decodes to "[CLS] hello, world! [SEP]", never to "Héllo".
-
-Ours: transformers' argument rules (max_length alone turns truncation on; without it model_max_length applies),
-reading tokenizer_config.json, saving, and errors that name the file or value. No transformers import: the tests
-compare every id and string with BertTokenizerFast (4.57.6 and 5.x). Where we differ on purpose:
-- Truncating a long pair costs no more than encoding it. `tokenizers` also cuts both texts into overflow windows and
-  pairs each window with each (about 1 s for two 1300-piece texts), so `_shorten_long_pairs` first cuts whole words.
-- A max_length too small for the special tokens raises (`tokenizers`, hence transformers, silently skip truncation).
-- A single pair with "" as its second text stays a pair, as inside a batch; an empty batch gives empty lists.
-- decode's `clean_up_tokenization_spaces` ("it ' s" -> "it's") defaults as in transformers 4.57.6: off with a
-  tokenizer.json, on with a bare vocab.txt, unless tokenizer_config.json says.
-
-References: Devlin et al. 2018, BERT (arXiv 1810.04805) §3; Wu et al. 2016 (arXiv 1609.08144) for WordPiece;
-Rothe et al. 2020 (arXiv 1907.12461): encoder and decoder share one BERT vocabulary, hence one tokenizer.
+`tokenizers` (the Rust library transformers wraps too) turns text into ids: BertNormalizer, BertPreTokenizer,
+WordPiece and a [CLS] A [SEP] B [SEP] template, "Héllo, world!" -> [101, 7592, 1010, 2088, 999, 102]. This file
+assembles those parts and adds transformers' argument rules, files and defaults, without importing transformers.
+docs/tokenizer.md walks through each step and the few places where minis2s differs on purpose. References: Devlin
+et al. 2018, BERT (arXiv 1810.04805) §3; Wu et al. 2016 (arXiv 1609.08144) for WordPiece.
 """
 
 from __future__ import annotations
@@ -46,10 +27,10 @@ REQUIRED_SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token")
 PADDINGS = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
 STRATEGIES = ("longest_first", "only_first", "only_second")
 TRUNCATIONS = {None: None, False: None, "do_not_truncate": None, True: "longest_first", **{s: s for s in STRATEGIES}}
-# transformers' clean_up_tokenization, run over the whole decoded text. (The WordPiece decoder's own clean-up sees
-# one token at a time, so it can drop the space before "." but never join "it ' s".)
+# transformers' clean_up_tokenization, in this order, over the whole text (the WordPiece decoder sees one token at a
+# time: it drops the space before "." but cannot join "it ' s").
 CLEANUP_REPLACEMENTS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                        (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))  # in this order
+                        (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 class BatchEncoding(dict):
@@ -78,24 +59,9 @@ def read_vocab(path: str | os.PathLike) -> dict[str, int]:
     return vocab
 
 
-def build_bert_backend(vocab: dict[str, int], special: dict[str, str], **normalizer) -> Backend:
-    """Steps 1-4 and the decoder around a vocabulary; `normalizer`: BertNormalizer's lowercase, strip_accents
-    (None: strip when lowercasing, as BERT did) and handle_chinese_chars."""
-    cls, sep = special["cls_token"], special["sep_token"]
-    backend = Backend(models.WordPiece(vocab, unk_token=special["unk_token"], max_input_chars_per_word=100))
-    backend.normalizer = normalizers.BertNormalizer(clean_text=True, **normalizer)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.TemplateProcessing(  # "$B:1": the second text, with segment id 1
-        single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    return backend
-
-
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """From a folder holding tokenizer.json (preferred) or vocab.txt, or from either file. A tokenizer_config.json
-    beside it may set do_lower_case, strip_accents, tokenize_chinese_chars, model_max_length,
-    clean_up_tokenization_spaces and the special tokens, as it does for transformers."""
+    """From a folder holding tokenizer.json (preferred) or vocab.txt, or from either file; a tokenizer_config.json
+    beside it is read as transformers reads it (do_lower_case, special tokens, model_max_length, ...)."""
     path = Path(path)
     files = [path] if path.is_file() else [f for f in (path / "tokenizer.json", path / "vocab.txt") if f.is_file()]
     if not files:
@@ -107,6 +73,7 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         raise ValueError(f"{config_file}: expected a JSON object, got {type(config).__name__}")
     special = {k: config.get(k) or default for k, default in SPECIAL_TOKEN_DEFAULTS.items()}
     special = {k: v["content"] if isinstance(v, dict) else str(v) for k, v in special.items()}  # or AddedToken dicts
+    # BertNormalizer's settings; strip_accents None means "as lowercase", BERT's own choice.
     bert = {"lowercase": config.get("do_lower_case", True), "strip_accents": config.get("strip_accents"),
             "handle_chinese_chars": config.get("tokenize_chinese_chars", True)}
     if file.suffix == ".json":
@@ -114,16 +81,21 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             backend = Backend.from_file(str(file))
         except Exception as e:  # tokenizers raises a bare Exception
             raise ValueError(f"{file}: not a valid tokenizers file ({e})") from None
-        # As in BertTokenizerFast, tokenizer_config.json wins over the normaliser stored in tokenizer.json.
-        state = _normalizer_state(backend)
+        state = _normalizer_state(backend)  # tokenizer_config.json wins over tokenizer.json, as in BertTokenizerFast
         if state.get("type") == "BertNormalizer" and any(state.get(k) != v for k, v in bert.items()):
             backend.normalizer = normalizers.BertNormalizer(clean_text=state.get("clean_text", True), **bert)
     else:
-        vocab = read_vocab(file)
-        missing = [key for key in REQUIRED_SPECIAL_TOKENS if special[key] not in vocab]  # [MASK] may be absent
-        if missing:
+        vocab, cls, sep = read_vocab(file), special["cls_token"], special["sep_token"]
+        if missing := [key for key in REQUIRED_SPECIAL_TOKENS if special[key] not in vocab]:  # [MASK] may be absent
             raise ValueError(f"{file}: the {missing[0]} {special[missing[0]]!r} is not in the vocabulary")
-        backend = build_bert_backend(vocab, special, **bert)
+        # The pipeline around a bare vocabulary: normalise, pre-tokenise, WordPiece, the template; and the decoder.
+        backend = Backend(models.WordPiece(vocab, unk_token=special["unk_token"], max_input_chars_per_word=100))
+        backend.normalizer = normalizers.BertNormalizer(clean_text=True, **bert)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.post_processor = processors.TemplateProcessing(  # "$B:1": the second text, with segment id 1
+            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])])
+        backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     clean_up = config.get("clean_up_tokenization_spaces", file.suffix != ".json")  # vocab.txt: on, as transformers 4
     return Tokenizer(backend, special, int(config.get("model_max_length", VERY_LARGE_INTEGER)), bool(clean_up), file)
 
@@ -134,8 +106,8 @@ def _normalizer_state(backend: Backend) -> dict:
 
 
 def _word_prefix(text: str, enc: Encoding, i: int) -> tuple[str, int]:
-    """The start of `text` up to the end of the word holding piece i, and how many pieces it has. Each word becomes
-    pieces on its own, so these are `enc`'s first ones: ("hello tokenization", i=1) -> ("hello tokenization", 3)."""
+    """The start of `text` up to the end of the word holding piece i, and how many pieces it has (each word becomes
+    pieces on its own, so they are `enc`'s first ones): ("hello tokenization", i=1) -> ("hello tokenization", 3)."""
     word = enc.token_to_word(i)
     return text[: enc.word_to_chars(word)[1]], enc.word_to_tokens(word)[1]
 
@@ -150,11 +122,8 @@ def _ids_list(ids) -> list[int]:
 
 
 class Tokenizer:
-    """BERT's WordPiece tokenizer with the call/decode interface of transformers' BertTokenizerFast.
-
-    tok("Héllo, world!") -> {"input_ids": [101, 7592, 1010, 2088, 999, 102], "token_type_ids": [0] * 6,
-                             "attention_mask": [1] * 6}
-    """
+    """BERT's WordPiece tokenizer with the call/decode interface of transformers' BertTokenizerFast:
+    tok("Héllo, world!") -> {"input_ids": [101, 7592, 1010, 2088, 999, 102], "token_type_ids": ..., ...}."""
 
     def __init__(self, backend: Backend, special_tokens: dict[str, str] = SPECIAL_TOKEN_DEFAULTS,
                  model_max_length: int = VERY_LARGE_INTEGER, clean_up_tokenization_spaces: bool = False,
@@ -172,11 +141,11 @@ class Tokenizer:
             setattr(self, f"{key}_id", token_id)  # self.pad_token_id = 0
         # The models expect BERT's layout, so a tokenizer.json with another template is refused.
         (a, b), probe = backend.encode("a b", add_special_tokens=False).ids, backend.encode("a", "b")
-        cls, sep = self.cls_token_id, self.sep_token_id
-        if (probe.ids, probe.type_ids) != ([cls, a, sep, b, sep], [0, 0, 0, 1, 1]):
+        if (probe.ids, probe.type_ids) != ([self.cls_token_id, a, self.sep_token_id, b, self.sep_token_id],
+                                           [0, 0, 0, 1, 1]):
             raise ValueError(f"{source}: post-processor is not BERT's '[CLS] A [SEP] B [SEP]' template")
-        # As in transformers, each special token is an added token: found in the raw text before normalising
-        # ("[CLS]" stays one token, not "[", "cl", "##s", "]") and dropped by decode(skip_special_tokens=True).
+        # Special tokens are added tokens, as in transformers: matched in the raw text before normalising ("[CLS]"
+        # stays one token, not "[", "cl", "##s", "]") and dropped by decode(skip_special_tokens=True).
         added = {t.content for t in backend.get_added_tokens_decoder().values()}
         backend.add_special_tokens([AddedToken(getattr(self, k), special=True, normalized=False)
                                     for k in SPECIAL_TOKEN_DEFAULTS if getattr(self, k) not in (None, *added)])
@@ -199,22 +168,18 @@ class Tokenizer:
         """Steps 1-3: "Héllo, tokenization!" -> ["hello", ",", "token", "##ization", "!"] (no [CLS], [SEP])."""
         return self.backend_tokenizer.encode(text, add_special_tokens=False).tokens
 
-    # ------------------------------------------------------------------------------------------------- encoding
     def __call__(self, text: str | list[str], text_pair: str | list[str] | None = None, padding: bool | str = False,
                  truncation: bool | str | None = None, max_length: int | None = None,
                  return_tensors: str | None = None, add_special_tokens: bool = True) -> BatchEncoding:
-        """One text, a batch of texts, or (batches of) pairs -> input_ids, token_type_ids, attention_mask.
-
-        padding: False, True or "longest", "max_length". truncation: None, False, True or "longest_first",
-        "only_first", "only_second". max_length counts the special tokens. A single text gives flat lists, a batch
-        lists of lists, return_tensors="pt" (B, L) LongTensors:
-            tok(["a b", "a"], padding=True)["input_ids"] -> [[101, 1037, 1038, 102], [101, 1037, 102, 0]]
-        """
+        """A text, a batch of texts or (batches of) pairs -> input_ids, token_type_ids, attention_mask as flat lists,
+        lists of lists or (B, L) LongTensors (return_tensors="pt"); lengths as in transformers (docs/tokenizer.md).
+        tok(["a b", "a"], padding=True)["input_ids"] -> [[101, 1037, 1038, 102], [101, 1037, 102, 0]]"""
         single = isinstance(text, str)
         texts, pairs = ([text], None if text_pair is None else [text_pair]) if single else (text, text_pair)
-        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        strings = lambda v: isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v)  # noqa: E731
+        if not strings(texts):
             raise TypeError(f"text must be a str or a list of str, got {text!r:.80}")
-        if pairs is not None and not (isinstance(pairs, (list, tuple)) and all(isinstance(t, str) for t in pairs)):
+        if pairs is not None and not strings(pairs):
             raise TypeError(f"text and text_pair must both be a str, or both a list of str, got {text_pair!r:.80}")
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"text has {len(texts)} entries but text_pair has {len(pairs)}")
@@ -227,14 +192,13 @@ class Tokenizer:
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
         if truncation == "longest_first" and pairs is not None:
             inputs = self._shorten_long_pairs(inputs, max_length)
-
         backend = self.backend_tokenizer
         try:
             if truncation:
                 backend.enable_truncation(max_length, strategy=truncation)
-            if padding:
-                length = max_length if padding == "max_length" else None  # None: the longest in the batch
-                backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.pad_token, length=length)
+            if padding:  # length None: the longest in the batch
+                backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.pad_token,
+                                       length=max_length if padding == "max_length" else None)
             encodings = backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
         except Exception as e:  # tokenizers' bare Exception, e.g. only_first when the first text is too short
             raise ValueError(f"truncation={truncation!r}, max_length={max_length}: {e}") from None
@@ -244,8 +208,7 @@ class Tokenizer:
         out = BatchEncoding(input_ids=[e.ids for e in encodings], token_type_ids=[e.type_ids for e in encodings],
                             attention_mask=[e.attention_mask for e in encodings])
         if return_tensors == "pt":
-            lengths = sorted({len(ids) for ids in out["input_ids"]})
-            if len(lengths) > 1:
+            if len(lengths := sorted({len(ids) for ids in out["input_ids"]})) > 1:
                 raise ValueError(f"cannot stack sequences of lengths {lengths} into one tensor; pass padding=True "
                                  "(or padding='max_length' with max_length)")
             shape = (len(encodings), lengths[0] if lengths else 0)
@@ -253,9 +216,8 @@ class Tokenizer:
         return BatchEncoding({k: v[0] for k, v in out.items()}) if single else out
 
     def _resolve_lengths(self, padding, truncation, max_length) -> tuple[str | None, str | None, int | None]:
-        """transformers' rules -> (None | "longest" | "max_length", None | strategy, max_length).
-        (False, None, 8) -> (None, "longest_first", 8): max_length alone turns truncation on.
-        (True, True, None) -> ("longest", "longest_first", model_max_length), or no truncation if that is unknown."""
+        """transformers' rules -> (None | "longest" | "max_length", None | strategy, max_length), checked:
+        (False, None, 8) -> (None, "longest_first", 8), as max_length alone turns truncation on."""
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
             raise ValueError(f"max_length must be a positive int, got {max_length!r}")
         if padding not in PADDINGS:
@@ -267,14 +229,13 @@ class Tokenizer:
         padding, truncation = PADDINGS[padding], TRUNCATIONS[truncation]
         if max_length is None and self.model_max_length < VERY_LARGE_INTEGER:
             max_length = self.model_max_length
-        if max_length is None:  # no known limit: transformers then skips truncating and max_length padding
+        if max_length is None:
             padding, truncation = (None if padding == "max_length" else padding), None
         return padding, truncation, max_length
 
     def _shorten_long_pairs(self, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[str, str]]:
         """Cut to whole words both texts of a pair that each have over max_length pieces, keeping what longest_first
-        keeps. That is half of the room for each text, the odd piece going to the second unless the first is strictly
-        longer; so as both still have over max_length pieces and neither overtakes the other, the ids stay the same."""
+        keeps, so that `tokenizers` then gives the same ids without pairing up overflow windows (docs/tokenizer.md)."""
         encs = self.backend_tokenizer.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
         out = []
         for (a, b), ea, eb in zip(pairs, encs[0::2], encs[1::2]):
@@ -287,7 +248,6 @@ class Tokenizer:
             out.append((a, b))
         return out
 
-    # ------------------------------------------------------------------------------------------------- decoding
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """[101, 19204, 3989, 999, 102] -> "[CLS] tokenization! [SEP]" ("tokenization!" skipping special tokens).
         clean_up_tokenization_spaces (default: the tokenizer's setting) also joins "it ' s" -> "it's"."""
@@ -320,22 +280,21 @@ class Tokenizer:
             return self.unk_token_id if token_id is None else token_id
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
-    # ------------------------------------------------------------------------------------------------- saving
     def save_pretrained(self, directory: str | os.PathLike) -> list[Path]:
-        """Write tokenizer.json, vocab.txt and tokenizer_config.json, each atomically. The folder loads back here
-        and in transformers (BertTokenizerFast, AutoTokenizer)."""
+        """Write tokenizer.json, vocab.txt and tokenizer_config.json, each atomically; the folder loads back here and
+        in transformers (BertTokenizerFast, AutoTokenizer)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vocab = sorted(self.backend_tokenizer.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
         if [i for _, i in vocab] != list(range(len(vocab))):
             raise ValueError(f"{self.source}: vocabulary ids are not 0..N-1 without gaps; cannot write vocab.txt")
         state = _normalizer_state(self.backend_tokenizer)
-        config = {"tokenizer_class": "BertTokenizer",  # AutoTokenizer maps it to BertTokenizerFast
-                  "do_lower_case": self.do_lower_case, "strip_accents": state.get("strip_accents"),
-                  "tokenize_chinese_chars": state.get("handle_chinese_chars", True),
-                  "model_max_length": self.model_max_length,
-                  "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
-                  **{key: getattr(self, key) for key in SPECIAL_TOKEN_DEFAULTS if getattr(self, key) is not None}}
+        config = dict(tokenizer_class="BertTokenizer",  # AutoTokenizer maps it to BertTokenizerFast
+                      do_lower_case=self.do_lower_case, strip_accents=state.get("strip_accents"),
+                      tokenize_chinese_chars=state.get("handle_chinese_chars", True),
+                      model_max_length=self.model_max_length,
+                      clean_up_tokenization_spaces=self.clean_up_tokenization_spaces,
+                      **{k: getattr(self, k) for k in SPECIAL_TOKEN_DEFAULTS if getattr(self, k) is not None})
         paths = [directory / name for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")]
         write_text(paths[0], self.backend_tokenizer.to_str(pretty=True))
         write_text(paths[1], "".join(token + "\n" for token, _ in vocab))
