@@ -1,11 +1,7 @@
-"""Checkpoint names: the one table that maps minis2s's parameter names to transformers', and state loading.
+"""Checkpoint names: the one table mapping minis2s parameter names to transformers', and loading a state dict.
 
-A minis2s checkpoint directory holds `config.json` (transformers' EncoderDecoderConfig layout) and
-`model.safetensors` with minis2s parameter names; a tensor shared by several modules (the LM head's projection
-is the decoder's word embeddings; BERTShare shares whole layers) is stored once, under its first name.
-
-`BERT_NAMES` is the single source of truth for renaming. Each row pairs a minis2s name with transformers' name
-*inside one BERT stack*; `{i}` stands for a layer number. Stack prefixes say where a stack lives in each model:
+Each row of `BERT_NAMES` pairs a minis2s name with transformers' name inside one BERT stack (`{i}`: a layer number);
+`STACK_PREFIXES` says where each stack sits in an EncoderDecoderModel (docs/checkpoints.md shows the table):
     minis2s "decoder.layers.3.attn.query.weight"  <->  HF "decoder.bert.encoder.layer.3.attention.self.query.weight"
 """
 
@@ -46,59 +42,50 @@ LM_HEAD_NAMES = [
 LM_HEAD_BIAS = ("lm_head.bias", "decoder.cls.predictions.bias")
 
 
-def _compile(rows):
-    """[(ours, theirs)] -> [(regex for ours, regex for theirs, template ours, template theirs)]."""
-    out = []
-    for ours, theirs in rows:
-        to_re = lambda p: re.compile("^" + re.escape(p).replace(re.escape("{i}"), r"(?P<i>\d+)") + r"\.(weight|bias)$")
-        out.append((to_re(ours), to_re(theirs), ours, theirs))
-    return out
+def _rows(pairs, exact=()) -> list[tuple]:
+    """[(ours, theirs)] (each + ".weight"/".bias"), then `exact` pairs -> [(regex ours, regex theirs, ours, theirs)]."""
+    def regex(name):  # "layers.{i}.attn.{p}" matches "layers.3.attn.bias"
+        name = re.escape(name).replace(r"\{i\}", r"(?P<i>\d+)")
+        return re.compile(name.replace(r"\{p\}", "(?P<p>weight|bias)") + "$")
+    pairs = [(ours + ".{p}", theirs + ".{p}") for ours, theirs in pairs] + list(exact)
+    return [(regex(ours), regex(theirs), ours, theirs) for ours, theirs in pairs]
 
 
-def _model_rows():
-    rows = [(po + o, pt + t) for po, pt in STACK_PREFIXES for o, t in BERT_NAMES]
-    return _compile(rows + LM_HEAD_NAMES)
+_STACK_ROWS = _rows(BERT_NAMES)
+_MODEL_ROWS = _rows([(po + o, pt + t) for po, pt in STACK_PREFIXES for o, t in BERT_NAMES] + LM_HEAD_NAMES,
+                    [LM_HEAD_BIAS])
 
 
-_MODEL_ROWS = _model_rows()
-_STACK_ROWS = _compile(BERT_NAMES)
-
-
-def _rename(name: str, rows, forward: bool) -> str | None:
-    if name == (LM_HEAD_BIAS[0] if forward else LM_HEAD_BIAS[1]) and rows is _MODEL_ROWS:
-        return LM_HEAD_BIAS[1] if forward else LM_HEAD_BIAS[0]
-    for re_ours, re_theirs, t_ours, t_theirs in rows:
-        m = (re_ours if forward else re_theirs).match(name)
+def _rename(name: str, rows, to_hf: bool) -> str | None:
+    for re_ours, re_theirs, ours, theirs in rows:
+        m = (re_ours if to_hf else re_theirs).match(name)
         if m:
-            target = t_theirs if forward else t_ours
-            if "{i}" in target:
-                target = target.replace("{i}", m.group("i"))
-            return f"{target}.{m.group(m.lastindex)}"
+            out = theirs if to_hf else ours
+            for k, v in m.groupdict().items():
+                out = out.replace("{" + k + "}", v)
+            return out
     return None
 
 
 def to_hf_name(name: str) -> str | None:
     """minis2s EncoderDecoderModel key -> transformers EncoderDecoderModel key (None if it has no counterpart)."""
-    return _rename(name, _MODEL_ROWS, forward=True)
+    return _rename(name, _MODEL_ROWS, to_hf=True)
 
 
 def from_hf_name(name: str) -> str | None:
     """transformers EncoderDecoderModel key -> minis2s key (None if it is not part of a minis2s model)."""
-    return _rename(name, _MODEL_ROWS, forward=False)
+    return _rename(name, _MODEL_ROWS, to_hf=False)
 
 
 def bert_to_stack_name(name: str) -> str | None:
-    """A key of a bare BertModel ("encoder.layer.0.output.dense.weight") -> minis2s stack key ("layers.0.ffn.down.weight")."""
-    return _rename(name, _STACK_ROWS, forward=False)
+    """A bare BertModel's key ("encoder.layer.0.output.dense.weight") -> minis2s key ("layers.0.ffn.down.weight")."""
+    return _rename(name, _STACK_ROWS, to_hf=False)
 
 
 def stack_to_bert_name(name: str) -> str | None:
     """The inverse of `bert_to_stack_name`."""
-    return _rename(name, _STACK_ROWS, forward=True)
+    return _rename(name, _STACK_ROWS, to_hf=True)
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Loading a state dict with errors that say exactly what is wrong.
 
 def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Every parameter once, under its first name (shared parameters are listed once by `named_parameters`)."""
@@ -107,22 +94,14 @@ def unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def check_state(expected: dict[str, tuple], found: dict[str, tuple], source: str = "checkpoint") -> None:
     """Compare parameter shapes {name: shape}; raise one error listing every missing, unexpected, mis-shaped key."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mis_shaped = [
-        f"{k}: {source} has {tuple(found[k])}, model expects {tuple(expected[k])}"
-        for k in sorted(set(expected) & set(found))
-        if tuple(found[k]) != tuple(expected[k])
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s): {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected)}")
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} mis-shaped tensor(s): {'; '.join(mis_shaped)}")
-    if problems:
-        raise ValueError(f"cannot load {source}: " + " | ".join(problems))
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    mis_shaped = [f"{k}: {source} has {tuple(found[k])}, model expects {tuple(expected[k])}"
+                  for k in sorted(set(expected) & set(found)) if tuple(found[k]) != tuple(expected[k])]
+    problems = [f"missing {len(missing)} tensor(s): {', '.join(missing)}" if missing else "",
+                f"unexpected {len(unexpected)} tensor(s): {', '.join(unexpected)}" if unexpected else "",
+                f"{len(mis_shaped)} mis-shaped tensor(s): {'; '.join(mis_shaped)}" if mis_shaped else ""]
+    if any(problems):
+        raise ValueError(f"cannot load {source}: " + " | ".join(p for p in problems if p))
 
 
 def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -133,5 +112,3 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source:
         for k, p in expected.items():
             p.copy_(tensors[k])
 
-
-from .files import atomic_directory, read_safetensors, write_safetensors  # noqa: E402,F401  TRANSITION: remove

@@ -1,28 +1,11 @@
 """A layer-by-layer debugger: run minis2s and a reference model side by side, name the first module that differs.
 
-When you change the model code and parity breaks, the logits only tell you *that* something is wrong. This hooks
-every pair of corresponding modules (found through the name table in checkpoint.py), records their outputs in
-the order minis2s calls them, and reports the first pair whose outputs diverge:
+Every pair of corresponding modules (found through the name table of checkpoint.py) is hooked; their outputs are
+compared in the order minis2s calls them. The reference is any module tree with transformers' EncoderDecoderModel
+names; this file does not import transformers. With `ground_truth` (the reference in float64) each output is judged
+by its error, which holds on any CPU (docs/checkpoints.md, "Finding the first difference"):
 
-    >>> report = compare_layers(model, hf_model, batch)
-    >>> print(report)
-    first divergence: decoder.layers.0.cross_attn.value  <->  decoder.bert.encoder.layer.0.crossattention.self.value
-      max abs diff 0.0123 (mean 0.00301) > atol 1e-05
-    ...
-
-The reference is any module tree with transformers' EncoderDecoderModel names (transformers itself in tests and
-tutorials); this file does not import it.
-
-How close is close? A fixed `atol` is a statement about one CPU: two float32 programs that do the same sums in a
-different order (another BLAS kernel, thread count or memory layout) differ by a few units in the last place, and
-those differences grow with depth. Give `ground_truth` (a float64 copy of the reference: 29 more mantissa bits, so
-its own error is negligible) and each module output is judged by its *error*, not by its distance to the
-reference: minis2s's float32 error may be at most `factor` times the reference's own float32 error, plus `ulps`
-units in the last place of the output's magnitude (a floor for outputs that the reference happens to get exact):
-
-    err = max|ours - truth|,   err_ref = max|reference - truth|,   ok  iff  err <= factor * err_ref + ulps * eps * max|truth|
-
-This holds on any CPU for a correct model, and fails for any real bug larger than float noise.
+    ok  iff  max|ours - truth| <= factor * max|reference - truth| + ulps * eps * max|truth|
 """
 
 from __future__ import annotations
@@ -45,16 +28,14 @@ CONTAINER_NAMES = [
 
 
 def reference_name(name: str) -> str | None:
-    """minis2s module name -> the transformers module computing the same output (None if there is none).
-
-    Example: "decoder.layers.2.ffn.up" -> "decoder.bert.encoder.layer.2.intermediate.dense".
-    """
+    """minis2s module name -> the transformers module computing the same output (None if there is none):
+    "decoder.layers.2.ffn.up" -> "decoder.bert.encoder.layer.2.intermediate.dense"."""
     for ours, theirs in CONTAINER_NAMES:
         m = re.fullmatch(re.escape(ours).replace(re.escape("{i}"), r"(\d+)"), name)
         if m:
             return theirs.replace("{i}", m.group(1)) if m.groups() else theirs
     hf = to_hf_name(name + ".weight")  # every module holding a weight is in the name table
-    return hf[: -len(".weight")] if hf else None
+    return hf.removesuffix(".weight") if hf else None
 
 
 @dataclass
@@ -94,43 +75,35 @@ class Report:
         if self.first is None:
             worst = max((d.max_diff for d in self.compared), default=0.0)
             return f"no divergence: {len(self.compared)} module outputs within their limits (worst diff {worst:.3g})"
-        i = self.compared.index(self.first)
-        return (f"first divergence: {self.first.name}  <->  {self.first.reference}\n"
-                f"  {self.first.describe()}\n"
-                f"module outputs {max(0, i - 3)}..{min(len(self.compared), i + 4) - 1} of {len(self.compared)}:\n"
-                + self.table(max(0, i - 3), i + 4))
+        i, n = self.compared.index(self.first), len(self.compared)
+        return (f"first divergence: {self.first.name}  <->  {self.first.reference}\n  {self.first.describe()}\n"
+                f"module outputs {max(0, i - 3)}..{min(n, i + 4) - 1} of {n}:\n" + self.table(max(0, i - 3), i + 4))
 
     def table(self, start: int = 0, stop: int | None = None) -> str:
         """One row per compared output, in execution order: ok/!!, max abs diff (and errors vs float64), name."""
-        def row(d):
-            errors = "" if d.error is None else f"  err {d.error:9.2e} ref err {d.ref_error:9.2e} limit {d.limit:9.2e}"
-            return f"  {'ok' if d.ok else '!!'} {d.max_diff:9.2e}{errors}  {d.name}"
-        return "\n".join(row(d) for d in self.compared[start:stop])
-
-
-def _first_tensor(output):
-    return output[0] if isinstance(output, (tuple, list)) else output
+        return "\n".join(f"  {'ok' if d.ok else '!!'} {d.max_diff:9.2e}"
+                         + ("" if d.error is None else
+                            f"  err {d.error:9.2e} ref err {d.ref_error:9.2e} limit {d.limit:9.2e}") + f"  {d.name}"
+                         for d in self.compared[start:stop])
 
 
 def compare_layers(model, reference, batch: dict, atol: float = 1e-5, ground_truth=None, factor: float = 4.0,
                    ulps: float = 8.0) -> Report:
     """Run `model(**batch)` and `reference(**batch)` with hooks on matching modules; compare outputs call by call.
 
-    Without `ground_truth`, a module diverges when its output differs from the reference's by more than `atol`.
-    With `ground_truth` (the reference in float64, e.g. `copy.deepcopy(reference).double()`), when its error against
-    the float64 output exceeds `factor` times the reference's own error plus `ulps` float32 units of the output's
-    magnitude (see the module docstring).
+    A module diverges when its output differs from the reference's by more than `atol`, or, given `ground_truth`
+    (e.g. `copy.deepcopy(reference).double()`), when its error exceeds the limit of the module docstring.
     """
     ref_modules = dict(reference.named_modules())
     truth_modules = dict(ground_truth.named_modules()) if ground_truth is not None else {}
-    ours_out, ref_out, truth_out, pairs, handles = {}, {}, {}, [], []
-    order = []  # minis2s module names in the order they ran (with repeats for shared modules)
+    outputs, handles, order, ref_of = {}, [], [], {}  # order: minis2s names as they ran (shared modules repeat)
 
-    def record(store, key, log=None):
+    def record(key, log=False):
         def hook(module, args, output):
-            store.setdefault(key, []).append(_first_tensor(output).detach().cpu())
-            if log is not None:
-                log.append(key)
+            output = output[0] if isinstance(output, (tuple, list)) else output
+            outputs.setdefault(key, []).append(output.detach().cpu())
+            if log:
+                order.append(key[1])
         return hook
 
     # named_modules() lists a shared module (BERTShare) once, under its encoder name; its decoder-side calls are
@@ -139,29 +112,28 @@ def compare_layers(model, reference, batch: dict, atol: float = 1e-5, ground_tru
         ref = reference_name(name)
         if ref is None or ref not in ref_modules:
             continue
-        pairs.append((name, ref))
-        handles.append(module.register_forward_hook(record(ours_out, name, order)))
-        handles.append(ref_modules[ref].register_forward_hook(record(ref_out, ref)))
+        ref_of[name] = ref
+        handles += [module.register_forward_hook(record(("ours", name), log=True)),
+                    ref_modules[ref].register_forward_hook(record(("ref", ref)))]
         if ground_truth is not None:
-            handles.append(truth_modules[ref].register_forward_hook(record(truth_out, ref)))
+            handles.append(truth_modules[ref].register_forward_hook(record(("truth", ref))))
     try:
         with torch.no_grad():
-            model(**batch)
-            reference(**batch)
-            if ground_truth is not None:
-                ground_truth(**batch)
+            for m in (model, reference, ground_truth):
+                if m is not None:
+                    m(**batch)
     finally:
         for h in handles:
             h.remove()
 
-    ref_of = dict(pairs)
     report, calls = Report(atol), {}
     for name in order:
         k = calls[name] = calls.get(name, -1) + 1
         ref = ref_of[name]
-        if k >= len(ours_out[name]) or k >= len(ref_out.get(ref, [])):
+        ours, theirs = outputs[("ours", name)], outputs.get(("ref", ref), [])
+        if k >= len(theirs):
             continue
-        a, b = ours_out[name][k].double(), ref_out[ref][k].double()
+        a, b = ours[k].double(), theirs[k].double()
         if a.shape != b.shape and a.numel() == b.numel():
             a = a.reshape(b.shape)  # e.g. position embeddings looked up as (T, C) here, (1, T, C) there
         if a.shape != b.shape:
@@ -170,10 +142,8 @@ def compare_layers(model, reference, batch: dict, atol: float = 1e-5, ground_tru
         d = (a - b).abs()
         row = Divergence(name, ref, k, d.max().item(), d.mean().item(), atol)
         if ground_truth is not None:
-            truth = truth_out[ref][k]
-            eps = torch.finfo(ours_out[name][k].dtype).eps
-            row.error = (a - truth).abs().max().item()
-            row.ref_error = (b - truth).abs().max().item()
-            row.limit = factor * row.ref_error + ulps * eps * truth.abs().max().item()
+            truth = outputs[("truth", ref)][k]
+            row.error, row.ref_error = (a - truth).abs().max().item(), (b - truth).abs().max().item()
+            row.limit = factor * row.ref_error + ulps * torch.finfo(ours[k].dtype).eps * truth.abs().max().item()
         report.compared.append(row)
     return report
