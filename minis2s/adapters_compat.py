@@ -1,11 +1,9 @@
 """The adapters library's world around adapters.py: its configs, a general bottleneck, Stack, its API and its files.
 
-`BnConfig` is adapters 1.3.0's bottleneck config, every field, checked. `add_adapter` builds `Houlsby`, `Pfeiffer` or
-`Parallel` (adapters.py) where a config is exactly that idea, else `FlagBottleneck`, which follows every flag in the
-library's order. Placement, parameter names and files are the library's on a transformers EncoderDecoderModel, so
-adapter files move both ways. Functions (`add_adapter(model, "sum", "seq_bn")`), or methods through `AdapterMixin`.
-docs/adapters.md: the equations, the files, where minis2s departs from adapters 1.3.0 on purpose. Reference: Poth et
-al. 2023, Adapters: A Unified Library for Parameter-Efficient and Modular Transfer Learning (arXiv 2311.11077).
+`add_adapter` builds `Houlsby`, `Pfeiffer` or `Parallel` (adapters.py) where a `BnConfig` is exactly that idea, else
+`FlagBottleneck`, which follows every flag in the library's order. Placement, names and files are adapters 1.3.0's on a
+transformers EncoderDecoderModel: files move both ways. As functions, or as methods through `AdapterMixin`. More, and
+where minis2s departs from the library: docs/adapters.md. Reference: Poth et al. 2023, Adapters (arXiv 2311.11077).
 """
 
 from __future__ import annotations
@@ -83,9 +81,7 @@ class BnConfig:
         if problems := [problem for ok, problem in checks if not ok]:
             raise ValueError("invalid adapter config: " + "; ".join(problems))
 
-    def replace(self, **changes) -> BnConfig:
-        """A copy with some fields changed, as in adapters: `SeqBnConfig().replace(reduction_factor=8)`."""
-        return replace(self, **changes)
+    replace = replace  # a copy with some fields changed, as in adapters: SeqBnConfig().replace(reduction_factor=8)
 
     def rf_for_layer(self, i: int) -> float:
         """The reduction factor of layer id i (per stack): its own entry, else "default"."""
@@ -96,7 +92,7 @@ class BnConfig:
 
     def to_dict(self) -> dict:
         """The "config" of adapter_config.json: every field adapters 1.3.0 writes, and `stacks` unless both."""
-        d = {**LIBRARY_ONLY, **asdict(self), "leave_out": list(self.leave_out), "stacks": list(self.stacks)}
+        d = {**LIBRARY_ONLY, **asdict(self), "stacks": list(self.stacks)}
         if set(self.stacks) == {"encoder", "decoder"}:
             del d["stacks"]  # the default: the file is exactly an adapters 1.3.0 file
         return dict(sorted(d.items()))
@@ -116,8 +112,7 @@ class BnConfig:
         return cls(**{k: v for k, v in d.items() if k in ours})
 
 
-# The library's fields for what minis2s does not implement (Compacter's PHM layers, invertible adapters, stochastic
-# depth), at their defaults: written so that the file is complete; a feature switched on is refused on reading.
+# The library's fields for what minis2s does not implement, at their defaults; switched on, they are refused.
 LIBRARY_ONLY = dict(phm_layer=False, phm_dim=4, factorized_phm_W=True, shared_W_phm=False, shared_phm_rule=True,
                     factorized_phm_rule=False, phm_c_init="normal", phm_init_range=0.0001, learn_phm=True,
                     hypercomplex_nonlinearity="glorot-uniform", phm_rank=1, phm_bias=True, inv_adapter=None,
@@ -172,8 +167,7 @@ class Stack(tuple):
 
 # -- The modules at a site ---------------------------------------------------------------------------------------
 class FlagBottleneck(Bottleneck):
-    """Any BnConfig at one site: a = gate(z) * dropout(s * A(LN_b(z))), with LN_a and the residuals its flags ask
-    for; the three steps of adapters.py, each in the library's order of operations (docs/adapters.md)."""
+    """Any BnConfig at one site: gate(z) * dropout(s * A(LN_b(z))), LN_a and residuals as its flags say, in 3 steps."""
 
     def __init__(self, config: BnConfig, C: int, d: int, dtype=None, device=None):
         kw = dict(dtype=dtype, device=device)
@@ -198,14 +192,12 @@ class FlagBottleneck(Bottleneck):
 
     def adapt(self, z, r):
         """gate(z) * dropout(s A(LN_b(z))), then r added before or after LN_a (parallel: no r; h comes in `close`)."""
-        cfg = self.config
         out = self.drop(self.A(self.ln_before(z)) * self.scaling)
         if self.gate is not None:  # one gate per example: sigmoid(W_g z + b_g) averaged over T, padding included
             out = out * torch.sigmoid(self.gate(z)).mean(dim=1, keepdim=True)  # (B, T, 1) -> (B, 1, 1)
-        if cfg.adapter_residual_before_ln and not cfg.is_parallel:
-            out = out + r
-        out = self.ln_after(out)
-        return out if cfg.adapter_residual_before_ln or cfg.is_parallel else out + r
+        if self.config.is_parallel:
+            return self.ln_after(out)
+        return self.ln_after(out + r) if self.config.adapter_residual_before_ln else self.ln_after(out) + r
 
     def close(self, out, h, x, ln):
         """Back into the residual stream: LN(out [+ h if parallel] + x) with the layer's own LN, or out as it is."""
@@ -221,9 +213,10 @@ EQUATION_FLAGS = ("original_ln_before", "original_ln_after", "ln_before", "ln_af
                   "residual_before_ln", "adapter_residual_before_ln", "dropout")
 
 
+@torch.no_grad()
 def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
-    """One site's module, initialised: Houlsby, Pfeiffer or Parallel when `config` has exactly that preset's
-    EQUATION_FLAGS and scaling (Parallel: any constant s, or a learned one), else a FlagBottleneck."""
+    """One site's module: Houlsby, Pfeiffer or Parallel when `config` has exactly that preset's EQUATION_FLAGS and
+    scaling (Parallel: any constant or learned s), else a FlagBottleneck; initialised by the library's schemes."""
     act, kw = config.non_linearity, dict(dtype=dtype, device=device)
     for name, idea in IDEAS.items():
         ref = resolve_config(name)
@@ -233,14 +226,8 @@ def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bo
             break
     else:
         m = FlagBottleneck(config, C, d, **kw)
-    init_weights(m, config)
-    return m
-
-
-@torch.no_grad()
-def init_weights(m: Bottleneck, config: BnConfig) -> None:
-    """The library's schemes. "bert": N(0, 0.02), zero biases (the gate too). "mam_adapter": W_down as PyTorch's
-    Linear, W_up = b_up = 0 (A = 0, an exact identity). "houlsby": N(0, 0.01) cut at ±0.02 (the gate: PyTorch's)."""
+    # "bert": N(0, 0.02), zero biases (the gate too). "mam_adapter": W_down as PyTorch's Linear, W_up = b_up = 0 (A = 0,
+    # an exact identity). "houlsby": N(0, 0.01) cut at ±0.02 (the gate keeps PyTorch's init).
     g, gate, scheme = None, getattr(m, "gate", None), config.init_weights
     if config.init_weights_seed and m.down.weight.device.type != "meta":
         g = torch.Generator(m.down.weight.device).manual_seed(config.init_weights_seed)
@@ -256,14 +243,13 @@ def init_weights(m: Bottleneck, config: BnConfig) -> None:
             nn.init.zeros_(lin.bias)
     for lin in (m.down, m.up):
         nn.init.zeros_(lin.bias)
+    return m
 
 
 class AdapterSite(nn.ModuleDict):
     """All adapters at one residual line of one layer, by name; runs the active ones in place of `LN(x + h)`."""
 
-    def __init__(self):
-        super().__init__()
-        self.active: tuple[str, ...] = ()  # set by `set_active_adapters` for every site at once
+    active: tuple[str, ...] = ()  # the active setup's names, set by `set_active_adapters` for every site at once
 
     def forward(self, h, x, ln):
         names = [n for n in self.active if n in self]
@@ -323,12 +309,10 @@ def add_adapter(model, adapter_name: str, config=None, overwrite_ok: bool = Fals
     for (_, site, layer), ln, d in zip(places, lns, sizes):
         if site not in layer.adapters:
             layer.adapters[site] = AdapterSite()
-            layer.adapters[site].active = _active(model)
         module = site_module(config, ln.normalized_shape[0], d, dtype=ln.weight.dtype, device=ln.weight.device)
         layer.adapters[site][adapter_name] = module.train(layer.training)
     _configs(model)[adapter_name] = config
-    if set_active:
-        set_active_adapters(model, adapter_name)
+    set_active_adapters(model, adapter_name if set_active else _active(model))  # every site, new ones too
 
 
 def delete_adapter(model, adapter_name: str) -> None:
@@ -340,8 +324,7 @@ def delete_adapter(model, adapter_name: str) -> None:
                 del modules[adapter_name]
             if len(modules) == 0:
                 del layer.adapters[site]
-    remaining = [n for n in _active(model) if n != adapter_name]
-    set_active_adapters(model, Stack(*remaining) if remaining else None)
+    set_active_adapters(model, [n for n in _active(model) if n != adapter_name])  # [] is None: no adapter
 
 
 def set_active_adapters(model, adapter_setup) -> None:
@@ -359,9 +342,8 @@ def set_active_adapters(model, adapter_setup) -> None:
 
 
 def train_adapter(model, adapter_setup, train_cross_attention: bool = False, train_lm_head: bool = False) -> None:
-    """Train mode; every parameter frozen except those of the given adapter(s), which become the active setup.
-    Beyond adapters 1.3.0: train_cross_attention=True also trains the decoder's cross-attention and its LayerNorm (new
-    in a warm-started BERT2BERT); train_lm_head=True the LM head's transform and bias (tied embeddings stay frozen)."""
+    """Train mode, every parameter frozen but the given adapters' (now active); and, beyond adapters 1.3.0, the
+    decoder's cross-attention and its LayerNorm, or the LM head's transform and bias (tied embeddings stay frozen)."""
     set_active_adapters(model, adapter_setup)
     model.train().requires_grad_(False)
     for *_, module in (m for name in _active(model) for m in _modules(model, name)):
@@ -419,8 +401,7 @@ def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
 
 
 def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, safe: bool = True) -> None:
-    """Write adapter_config.json and adapter.safetensors (safe=False: adapters' default pytorch_adapter.bin), each
-    atomically; the other weights format's file, a stale copy, is removed."""
+    """Write adapter_config.json and adapter.safetensors (safe=False: adapters' default pytorch_adapter.bin)."""
     tensors = {k: p.detach() for k, p in adapter_parameters(model, adapter_name).items()}
     config, out = _configs(model)[adapter_name], Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -437,9 +418,8 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, sa
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = None, set_active: bool = False) -> str:
-    """Add the adapter saved in `adapter_dir` (by minis2s or adapters 1.3.0: adapter.safetensors, else
-    pytorch_adapter.bin read with weights_only=True); return its name in the model. Strict: missing, unexpected or
-    mis-shaped keys raise one error listing them all, and the model is left unchanged."""
+    """Add the adapter saved in `adapter_dir` by minis2s or adapters 1.3.0; return its name in the model. Strict: one
+    error lists every missing, unexpected or mis-shaped key, and the model is left unchanged."""
     d = Path(adapter_dir)
     if not (d / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{d} has no {CONFIG_NAME}: not an adapter directory")
@@ -453,8 +433,7 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
         raise FileNotFoundError(f"{d} has neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
     tensors = read_safetensors(source) if source.name == SAFE_WEIGHTS_NAME else \
         torch.load(source, map_location="cpu", weights_only=True)
-    name = load_as or saved_name
-    if name in _configs(model):
+    if (name := load_as or saved_name) in _configs(model):
         raise ValueError(f"the model already has an adapter named {name!r}: pass load_as=<another name>, or "
                          "delete_adapter it first")
     tensors = {k.replace(f".adapters.{saved_name}.", f".adapters.{name}.", 1): v for k, v in tensors.items()}

@@ -1,10 +1,9 @@
 """BERT's WordPiece tokenizer: the `tokenizers` library's own parts behind transformers' BertTokenizerFast interface.
 
-`tokenizers` (the Rust library transformers wraps too) turns text into ids: BertNormalizer, BertPreTokenizer,
-WordPiece and a [CLS] A [SEP] B [SEP] template, "Héllo, world!" -> [101, 7592, 1010, 2088, 999, 102]. This file
-assembles those parts and adds transformers' argument rules, files and defaults, without importing transformers.
-docs/tokenizer.md walks through each step and the few places where minis2s differs on purpose. References: Devlin
-et al. 2018, BERT (arXiv 1810.04805) §3; Wu et al. 2016 (arXiv 1609.08144) for WordPiece.
+`tokenizers` (the Rust library transformers wraps too) does the work; this file assembles its parts and adds
+transformers' argument rules, files and defaults: "Héllo, world!" -> [101, 7592, 1010, 2088, 999, 102]. Each step, and
+where minis2s differs on purpose: docs/tokenizer.md. References: Devlin et al. 2018, BERT (arXiv 1810.04805) §3;
+Wu et al. 2016 (arXiv 1609.08144) for WordPiece.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ REQUIRED_SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token")
 PADDINGS = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
 STRATEGIES = ("longest_first", "only_first", "only_second")
 TRUNCATIONS = {None: None, False: None, "do_not_truncate": None, True: "longest_first", **{s: s for s in STRATEGIES}}
-# transformers' clean_up_tokenization, in this order, over the whole text (the WordPiece decoder sees one token at a
-# time: it drops the space before "." but cannot join "it ' s").
+# transformers' clean_up_tokenization, in this order, over the whole text (the decoder, token by token, cannot).
 CLEANUP_REPLACEMENTS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
                         (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
@@ -51,9 +49,8 @@ def read_vocab(path: str | os.PathLike) -> dict[str, int]:
         raise ValueError(f"{path}: vocab file is not valid UTF-8 ({e})") from None
     vocab: dict[str, int] = {}
     for i, token in enumerate(text.removesuffix("\n").split("\n") if text else []):
-        if token in vocab:
+        if vocab.setdefault(token, i) != i:
             raise ValueError(f"{path}: token {token!r} appears twice, on lines {vocab[token] + 1} and {i + 1}")
-        vocab[token] = i
     if not vocab:
         raise ValueError(f"{path}: vocab file is empty (expected one WordPiece token per line)")
     return vocab
@@ -153,8 +150,7 @@ class Tokenizer:
     from_pretrained = staticmethod(load_tokenizer)
 
     @property
-    def vocab_size(self) -> int:
-        """The WordPiece vocabulary (30522 for bert-base-uncased), added tokens excluded."""
+    def vocab_size(self) -> int:  # the WordPiece vocabulary (30522 for bert-base-uncased), added tokens excluded
         return self.backend_tokenizer.get_vocab_size(with_added_tokens=False)
 
     def __len__(self) -> int:
@@ -165,7 +161,7 @@ class Tokenizer:
         return bool(_normalizer_state(self.backend_tokenizer).get("lowercase", False))
 
     def tokenize(self, text: str) -> list[str]:
-        """Steps 1-3: "Héllo, tokenization!" -> ["hello", ",", "token", "##ization", "!"] (no [CLS], [SEP])."""
+        """Pieces without [CLS], [SEP]: "Héllo, tokenization!" -> ["hello", ",", "token", "##ization", "!"]."""
         return self.backend_tokenizer.encode(text, add_special_tokens=False).tokens
 
     def __call__(self, text: str | list[str], text_pair: str | list[str] | None = None, padding: bool | str = False,
@@ -249,8 +245,7 @@ class Tokenizer:
         return out
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
-        """[101, 19204, 3989, 999, 102] -> "[CLS] tokenization! [SEP]" ("tokenization!" skipping special tokens).
-        clean_up_tokenization_spaces (default: the tokenizer's setting) also joins "it ' s" -> "it's"."""
+        """[101, 19204, 3989, 999, 102] -> "[CLS] tokenization! [SEP]" ("tokenization!" skipping special tokens)."""
         return self.batch_decode([ids], skip_special_tokens, clean_up_tokenization_spaces)[0]
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False,
@@ -266,7 +261,7 @@ class Tokenizer:
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
         """101 -> "[CLS]";  [101, 19204, 3989] -> ["[CLS]", "token", "##ization"]."""
         added = self.backend_tokenizer.get_added_tokens_decoder().items()
-        skip = {i for i, t in added if t.special} if skip_special_tokens else set()
+        skip = {i for i, t in added if t.special and skip_special_tokens}
         kept = [i for i in _ids_list(ids) if i not in skip]
         tokens = [self.backend_tokenizer.id_to_token(i) for i in kept]
         if None in tokens:
@@ -275,16 +270,14 @@ class Tokenizer:
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         """"[CLS]" -> 101;  ["token", "##ization", "not-a-token"] -> [19204, 3989, 100] (unknown: unk_token_id)."""
-        if isinstance(tokens, str):
-            token_id = self.backend_tokenizer.token_to_id(tokens)
-            return self.unk_token_id if token_id is None else token_id
-        return [self.convert_tokens_to_ids(t) for t in tokens]
+        ids = [self.backend_tokenizer.token_to_id(t) for t in ([tokens] if isinstance(tokens, str) else tokens)]
+        ids = [self.unk_token_id if i is None else i for i in ids]
+        return ids[0] if isinstance(tokens, str) else ids
 
     def save_pretrained(self, directory: str | os.PathLike) -> list[Path]:
         """Write tokenizer.json, vocab.txt and tokenizer_config.json, each atomically; the folder loads back here and
         in transformers (BertTokenizerFast, AutoTokenizer)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        (directory := Path(directory)).mkdir(parents=True, exist_ok=True)
         vocab = sorted(self.backend_tokenizer.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
         if [i for _, i in vocab] != list(range(len(vocab))):
             raise ValueError(f"{self.source}: vocabulary ids are not 0..N-1 without gaps; cannot write vocab.txt")
