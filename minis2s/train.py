@@ -1,36 +1,20 @@
 """Training: fine-tune a BERT2BERT on (source, target) pairs, fully or with adapters, on CPU, one GPU or several.
 
-One optimizer step sees a *global batch* of `batch_size` pairs, cut into world_size x grad_accum micro-batches (each
-rank of a DDP run takes its own grad_accum of them); its loss is the mean over every target token, however it was cut:
-
     loss = (1 / N) * sum over micro-batches m, target tokens t of m:  -log p(y_t | y_<t, x)      N = target tokens
 
-Then gradient clipping, AdamW (arXiv 1711.05101) with weight decay on weight matrices only, a linear warm-up and
-decay of the learning rate; every `eval_every` steps, the validation loss and ROUGE / exact match of greedy outputs.
-
-A run directory (`runs/NAME/` by convention; `runs/` is git-ignored) holds:
-    train_config.json            the TrainConfig (and what model was trained)
-    log.jsonl                    one line per optimizer step ("kind": "train") and per evaluation ("kind": "eval")
-    curves.png                   train / validation loss and validation ROUGE-L against the step
-    predictions.jsonl            the last evaluation's generations (source, reference, prediction)
-    checkpoints/step-000400/     model/ (save_pretrained + tokenizer), adapters/NAME/ (save_adapter) for each trained
-                                 adapter, train_state.pt: optimizer, step, every rank's RNG states, adapter weights.
-A checkpoint appears in one rename, complete or not at all; `--resume` continues from the newest one with the same
-losses, step for step, as a run never interrupted (tests/test_train.py checks it).
-
-Notable choices: token-normalised gradient accumulation (`forward_backward`); a data order that depends on the seed
-and the global batch only, so 2 DDP processes follow the trajectory of one process; command-line options generated
-from TrainConfig's fields (`add_options`): each setting, its default and its help are written once.
-
-References: Rothe, Narayan, Severyn 2020 (arXiv 1907.12461) for warm-started BERT2BERT fine-tuning; Devlin et al.
-2018 (arXiv 1810.04805) for BERT's optimizer recipe (AdamW, warm-up, linear decay, no decay on biases/LayerNorm).
-Shape legend: B batch, S source length, T target length, V vocabulary.
+over the whole global batch, however it is cut into micro-batches and ranks; then gradient clipping, AdamW (arXiv
+1711.05101) with decay on weight matrices only, linear warm-up and decay, as for BERT (arXiv 1810.04805). A run
+directory holds train_config.json, log.jsonl, curves.png, predictions.jsonl and checkpoints/, from which --resume
+continues exactly. The recipe, the DDP data order, the checkpoint format: docs/training.md. Warm-started BERT2BERT:
+Rothe et al. 2020 (arXiv 1907.12461). Shape legend: B batch, T target length, V vocabulary.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import itertools
 import importlib.resources
 import json
 import math
@@ -42,9 +26,7 @@ import sys
 import time
 import typing
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -66,29 +48,23 @@ STATE_FILE, LOG_FILE, PLOT_FILE = "train_state.pt", "log.jsonl", "curves.png"
 
 
 # -- 0. settings that are command-line options too ---------------------------------------------------------------
-
 def option(default, help: str, **argparse_kwargs):
     """A dataclass field that `add_options` makes a command-line option; `argparse_kwargs` override what it derives
-    from the field (flags=("--out",) for another name, required=True, ...)."""
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
+    (flags=("--out",) for another name, required=True, ...)."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
 def add_options(parser: argparse.ArgumentParser, cls) -> None:
     """One option per `option` field of dataclass `cls`, with the field's type and default:
-
-        lr: float = 3e-4 -> --lr X;                         device: str | None = None -> --device DEVICE (a str)
-        resume: bool = False -> --resume (sets True);       plot: bool = True -> --no-plot (sets False)
-        amp: Literal["auto", "bf16"] -> --amp {auto,bf16};  betas: tuple[float, float] -> --betas X X
-    """
+        lr: float = 3e-4 -> --lr X;   resume: bool = False -> --resume;   plot: bool = True -> --no-plot
+        amp: Literal["auto", "bf16"] -> --amp {auto,bf16};   betas: tuple[float, float] -> --betas X X"""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if "help" not in f.metadata:
-            continue
+    for f in (f for f in dataclasses.fields(cls) if "help" in f.metadata):
         hint, flag, kwargs = hints[f.name], "--" + f.name.replace("_", "-"), {"dest": f.name, "default": f.default}
         args = [a for a in typing.get_args(hint) if a is not type(None)]  # int | None -> [int]
         if hint is bool:
             kwargs["action"], flag = ("store_false", "--no-" + flag[2:]) if f.default else ("store_true", flag)
-        elif typing.get_origin(hint) is Literal:
+        elif typing.get_origin(hint) is typing.Literal:
             kwargs["choices"] = args
         else:
             kwargs["type"] = args[0] if args else hint
@@ -105,7 +81,7 @@ def from_options(cls, args: argparse.Namespace):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if "help" in f.metadata})
 
 
-@dataclass
+@dataclasses.dataclass
 class TrainConfig:
     """Everything that decides a training run. Fields that change the loss curve are checked on `resume`."""
 
@@ -135,7 +111,7 @@ class TrainConfig:
     save_checkpoints: bool = option(True, "write checkpoints (off: the run cannot be resumed)")
     resume: bool = option(False, "continue from the newest checkpoint in the run directory")
     overwrite: bool = option(False, "start afresh even if the run directory holds a run", flags=("--force",))
-    amp: Literal["auto", "bf16", "fp32"] = option("auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
+    amp: typing.Literal["auto", "bf16", "fp32"] = option("auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: this rank's GPU if there is one)")
     log_every: int = option(10, "progress report every this many steps (log.jsonl gets every step)")
     progress: bool = option(True, "progress bar or lines on stderr")
@@ -146,27 +122,19 @@ class TrainConfig:
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
-        at_least = dict.fromkeys(("steps", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens",
-                                  "num_beams", "keep_checkpoints", "log_every", "sort_window"), 1)
-        at_least.update(dict.fromkeys(("warmup", "eval_every", "eval_examples", "save_every", "weight_decay",
-                                       "max_grad_norm"), 0))
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
+        positive = ("steps", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens", "num_beams",
+                    "keep_checkpoints", "log_every", "sort_window")
+        for name in positive + ("warmup", "eval_every", "eval_examples", "save_every", "weight_decay", "max_grad_norm"):
+            if getattr(self, name) < (low := int(name in positive)):
                 raise ValueError(f"TrainConfig.{name} must be >= {low}, got {getattr(self, name)}")
         if self.amp not in ("auto", "bf16", "fp32"):
             raise ValueError(f"TrainConfig.amp must be 'auto', 'bf16' or 'fp32', got {self.amp!r}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
 
 # -- 1. the optimizer: parameter groups and the learning-rate schedule ------------------------------------------
-
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two AdamW groups: weight matrices decay; biases, LayerNorm gains and shifts and an
-    adapter's learned scaling (every parameter of fewer than 2 dimensions) do not, as in BERT: pulling those towards
-    0 would only fight the normalisation.  -> [{"params": [W_q, ...], "weight_decay": 0.01}, {"params": [b_q, ...]...}]
-    """
+    """Trainable parameters in two AdamW groups, as in BERT: weight matrices decay; biases, LayerNorms and adapter
+    scalings (every parameter of fewer than 2 dimensions) do not."""
     trainable = [p for p in model.parameters() if p.requires_grad]  # a shared parameter (BERTShare) once
     if not trainable:
         raise ValueError("the model has no trainable parameter (did train_adapter freeze everything?)")
@@ -174,50 +142,28 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
 
 
-def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, fused (one kernel for all parameters: ~18x faster than the per-tensor loop for
-    MiniLM on 2 CPU cores, 0.33 s vs 5.9 s a step) where this torch has it."""
-    groups = param_groups(model, cfg.weight_decay)
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older torch: no fused AdamW for this device
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
-
-
 def lr_multiplier(step: int, warmup: int, total: int) -> float:
-    """The learning rate of optimizer step `step` (1-based) as a fraction of the peak.
-
-        warm-up  step <= warmup:  step / warmup                          1/warmup, 2/warmup, ..., 1.0
-        decay    step >  warmup:  (total - step + 1) / (total - warmup)  1.0, ..., 1/(total - warmup)
-    e.g. warmup 2, total 5: 0.5, 1.0, 1.0, 0.67, 0.33. No step runs at lr 0 (transformers' linear schedule spends
-    its first step at 0: it counts from step 0; this one counts the step being taken).
-    """
+    """The learning rate of step `step` (1-based) over the peak: step / warmup during the warm-up, then
+    (total - step + 1) / (total - warmup). Warm-up 2, total 5: 0.5, 1.0, 1.0, 0.67, 0.33 (no step at lr 0)."""
     return step / warmup if step <= warmup else max(0.0, (total - step + 1) / (total - warmup))
 
 
 # -- 2. distributed data parallel and the data -------------------------------------------------------------------
-
-@dataclass
+@dataclasses.dataclass
 class Dist:
-    """Where this process sits in a (possibly single-process) data-parallel run, and what it does with the others."""
+    """Where this process sits in a (possibly single-process) data-parallel run; rank 0 writes logs and checkpoints."""
 
-    rank: int = 0  # this process, 0 .. world_size-1; rank 0 writes logs and checkpoints
-    world_size: int = 1  # processes in the run
+    rank: int = 0
+    world_size: int = 1
     device: torch.device = torch.device("cpu")
     owns_group: bool = False  # train() created the process group, so it also destroys it
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, t: torch.Tensor) -> torch.Tensor:
-        """`t` summed over the ranks, in place."""
+    def sum(self, t: torch.Tensor) -> torch.Tensor:  # over the ranks, in place
         if self.world_size > 1:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
-    def gather(self, obj) -> list:
-        """[obj of rank 0, obj of rank 1, ...]."""
+    def gather(self, obj) -> list:  # [obj of rank 0, obj of rank 1, ...]
         out = [obj] * self.world_size
         if self.world_size > 1:
             dist.all_gather_object(out, obj)
@@ -229,50 +175,40 @@ class Dist:
 
 
 def init_distributed(device: str | None) -> Dist:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT) when WORLD_SIZE > 1:
-    nccl when this rank has a GPU, gloo on CPU. A group the caller created is used as it is."""
+    """Join the process group torchrun describes when WORLD_SIZE > 1 (nccl with a GPU, gloo on CPU), unless the
+    caller created one."""
     world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     device = ("cuda" if use_cuda else "cpu") if device is None else device
-    device = f"cuda:{local_rank}" if device == "cuda" else device
+    device = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
     owns = world > 1 and not dist.is_initialized()
     if owns:
         if use_cuda:
-            torch.cuda.set_device(torch.device(device))
+            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
-    if dist.is_initialized():
-        return Dist(dist.get_rank(), dist.get_world_size(), torch.device(device), owns)
-    return Dist(device=torch.device(device))
+    rank_and_world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    return Dist(*rank_and_world, device, owns)
 
 
 class GlobalBatches:
-    """`batches(step)`: the pairs of optimizer step `step` (1-based). Epoch after epoch of `iterate_batches(...,
-    drop_last=True)` on one rank: the same on every rank and for any number of ranks, and the step alone says
-    where the data stands (a resumed run needs no other position).
-
-        96 pairs, batch_size 16: 6 batches an epoch; step 7 -> batch 0 of epoch 1
-    """
+    """`batches(step)`: the pairs of step `step` (1-based), epoch after epoch of `iterate_batches(..., drop_last=True)`,
+    the same for any number of ranks: the step alone says where the data stands.
+        96 pairs, batch_size 16: 6 batches an epoch; step 7 -> batch 0 of epoch 1"""
 
     def __init__(self, pairs, batch_size: int, seed: int, sort_window: int):
         if len(pairs) < batch_size:
             raise ValueError(f"{len(pairs)} training pairs cannot fill one batch of {batch_size}")
-        self.pairs, self.batch_size, self.seed, self.sort_window = pairs, batch_size, seed, sort_window
-        self.epoch, self.batches = None, []  # the epoch whose batches are at hand
+        self.per_epoch = len(pairs) // batch_size
+        self.epoch = functools.lru_cache(maxsize=1)(lambda epoch: list(iterate_batches(  # the epoch at hand
+            pairs, batch_size, seed=seed, epoch=epoch, sort_window=sort_window, drop_last=True)))
 
     def __call__(self, step: int) -> list[Pair]:
-        epoch, index = divmod(step - 1, len(self.pairs) // self.batch_size)
-        if epoch != self.epoch:
-            self.epoch, self.batches = epoch, list(iterate_batches(
-                self.pairs, self.batch_size, seed=self.seed, epoch=epoch, sort_window=self.sort_window, drop_last=True))
-        return self.batches[index]
+        return self.epoch((step - 1) // self.per_epoch)[(step - 1) % self.per_epoch]
 
 
 def split_batch(pairs: list, rank: int, world_size: int, grad_accum: int) -> list[list]:
-    """This rank's micro-batches: the global batch cut into world_size * grad_accum near-equal contiguous parts,
-    of which rank r takes parts r*grad_accum .. (r+1)*grad_accum - 1.
-
-        10 pairs, 2 ranks, grad_accum 2: part sizes 3, 3, 2, 2; rank 0 gets [p0 p1 p2] [p3 p4 p5], rank 1 [p6 p7] [p8 p9]
-    """
+    """This rank's micro-batches: the batch cut into world_size * grad_accum near-equal contiguous parts, rank r
+    taking parts r*grad_accum .. (r+1)*grad_accum - 1.  10 pairs, 2 ranks, grad_accum 2: sizes 3, 3, 2, 2."""
     if len(pairs) < (n_parts := world_size * grad_accum):
         raise ValueError(f"a batch of {len(pairs)} pairs cannot be cut into {world_size} ranks x {grad_accum} "
                          f"micro-batches; raise batch_size to at least {n_parts}")
@@ -282,7 +218,6 @@ def split_batch(pairs: list, rank: int, world_size: int, grad_accum: int) -> lis
 
 
 # -- 3. one optimizer step, and evaluation -----------------------------------------------------------------------
-
 def token_loss_sum(model, batch: dict, start_id: int, pad_id: int) -> torch.Tensor:
     """Sum (not mean) of -log p(label) over the batch's target tokens (labels != -100), in fp32. Teacher forcing:
     the decoder reads the labels shifted right behind [CLS], its padding mask marking the pads -100 became."""
@@ -296,13 +231,8 @@ def token_loss_sum(model, batch: dict, start_id: int, pad_id: int) -> torch.Tens
 
 def forward_backward(model, micro_batches: list[dict], d: Dist, autocast, start_id: int, pad_id: int):
     """Accumulate one step's gradient over this rank's micro-batches; return (loss, target tokens, source tokens).
-
-    Each micro-batch contributes (sum of its token losses) / N, N counted over every micro-batch of every rank, so
-    the gradient is exactly that of one big batch however it was cut. Averaging per micro-batch and dividing by k
-    instead weights a token of a short-target micro-batch more than one of a long-target micro-batch (and
-    transformers' Trainer does not divide by k at all for this model: it leaves normalising to the model, which
-    ignores num_items_in_batch). DDP averages gradients over ranks, so each rank scales its loss by world_size.
-    """
+    Each contributes (its summed token loss) / N, N over all micro-batches of all ranks: exactly one big batch's
+    gradient. Times world_size, since DDP averages over the ranks."""
     targets = sum(int((b["labels"] != -100).sum()) for b in micro_batches)
     sources = sum(int(b["attention_mask"].sum()) for b in micro_batches)
     n_tokens, n_sources = d.sum(torch.tensor([targets, sources], dtype=torch.float64, device=d.device)).tolist()
@@ -319,24 +249,12 @@ def forward_backward(model, micro_batches: list[dict], d: Dist, autocast, start_
     return d.sum(loss_sum).item() / n_tokens, int(n_tokens), int(n_sources)
 
 
-def make_autocast(device: torch.device, amp: str):
-    """A context-manager factory: bf16 autocast on CUDA ("auto" or "bf16"), plain fp32 otherwise."""
-    if amp == "bf16" and device.type != "cuda":
-        raise ValueError("amp='bf16' needs a CUDA device (fp32 is used on CPU)")
-    if amp == "fp32" or device.type != "cuda":
-        return nullcontext
-    return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-
-
 @torch.no_grad()
 def evaluate(model, tokenizer, pairs, *, batch_size: int = 64, max_source_len: int = 64, max_target_len: int = 16,
              max_new_tokens: int = 16, num_beams: int = 1, autocast=nullcontext, generate_text: bool = True,
              progress: str | None = None, leave: bool = True) -> dict:
-    """Loss (mean over target tokens) and, with `generate_text`, ROUGE-1/2/L and exact match of generated targets.
-
-    Returns {"loss", "rouge1", "rouge2", "rougeL", "exact_match", "predictions"}; scores are in [0, 1]. Sources are
-    batched in order of length (less padding). `progress`: a progress bar's label (`progress_bar`); `leave`: keep it.
-    """
+    """{"loss"} (mean over target tokens) and, with `generate_text`, {"rouge1", "rouge2", "rougeL", "exact_match"} in
+    [0, 1] and "predictions". Sources batched by length (less padding); `progress`: a progress bar's label."""
     was_training = model.training
     model.eval()
     collate = Seq2SeqCollator(tokenizer, max_source_len, max_target_len)
@@ -367,7 +285,6 @@ def evaluate(model, tokenizer, pairs, *, batch_size: int = 64, max_source_len: i
 
 
 # -- 4. checkpoints ----------------------------------------------------------------------------------------------
-
 def _rng_state() -> dict:
     """This process's random generators, in types that `torch.load(weights_only=True)` accepts (no numpy array)."""
     kind, keys, *rest = np.random.get_state()
@@ -390,20 +307,19 @@ def checkpoint_dirs(out_dir) -> list[Path]:
 
 
 def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, rng_states: list, cfg: TrainConfig) -> None:
-    """Write checkpoint `path` into a hidden temporary directory renamed into place at the end. Adapter parameters
-    are named "...adapters.{site}.{adapter name}.{tensor}": train_state.pt holds them all under these names, and each
-    adapter being trained is saved on its own too (save_adapter: the adapters library's format)."""
+    """Write checkpoint `path` atomically: model/ (the base model, tokenizer), adapters/NAME/ for each adapter being
+    trained, and train_state.pt with every adapter tensor under its parameter name "...adapters.{site}.{name}.{t}"."""
     adapters = {n: p.detach().cpu() for n, p in model.named_parameters() if ".adapters." in n}
     trained = sorted({n.split(".adapters.")[1].split(".")[1] for n, p in model.named_parameters()
                       if ".adapters." in n and p.requires_grad})
     with atomic_directory(path, force=True) as tmp:
-        model.save_pretrained(tmp / "model")  # the base model without adapters (its cross-attention may be trained)
+        model.save_pretrained(tmp / "model")  # without adapters (its cross-attention may be trained)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "model")
         for name in trained:
             model.save_adapter(tmp / "adapters" / name, name)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states, "config": cfg.to_dict(),
-                    "adapters": adapters}, tmp / STATE_FILE)
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states,
+                    "config": dataclasses.asdict(cfg), "adapters": adapters}, tmp / STATE_FILE)
 
 
 def load_checkpoint(path: Path, model, optimizer) -> dict:
@@ -426,7 +342,6 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
 
 
 # -- 5. logging: JSONL, progress, plot ---------------------------------------------------------------------------
-
 def read_log(path) -> list[dict]:
     lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).is_file() else []
     return [json.loads(x) for x in lines if x.strip()]
@@ -453,12 +368,10 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, **tqdm_
 
 
 class Progress:
-    """The training loop's report every `every` steps and at the last: loss (mean since the last report), lr,
-    tokens/s and the time left. Messages (evaluations) go above the bar.
-
+    """The loop's report every `every` steps and at the last (mean loss since the last report, lr, tokens/s, time
+    left); `message`s go above the bar.
         bert2bert: 120/400 [01:41<03:55, 0.84 s/step] loss 3.2140 | lr 8.0e-05 | 2,431 tok/s          (tqdm)
-        bert2bert: 120/400 steps | loss 3.2140 | lr 8.0e-05 | 2,431 tok/s | 0.84 s/step | ETA 3m55s  (else)
-    """
+        bert2bert: 120/400 steps | loss 3.2140 | lr 8.0e-05 | 2,431 tok/s | 0.84 s/step | ETA 3m55s  (else)"""
 
     def __init__(self, total: int, first: int, every: int, enabled: bool, desc: str = "train"):
         self.total, self.first, self.every, self.enabled, self.desc = total, first, every, enabled, desc
@@ -488,12 +401,9 @@ class Progress:
 
 
 def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
-    """One figure: train loss (smoothed) and validation loss per step, and validation ROUGE-L, for each run.
-
-    `runs` maps a label to a run directory, a log.jsonl path or a list of log records. Without matplotlib (the test
-    extra's; imported here, as it takes longer to import than a `generate` command needs): no plot, and a note.
-    """
-    try:
+    """Train loss (smoothed) and validation loss, and validation ROUGE-L, against the step, for each run of `runs`
+    (label -> run directory, log.jsonl path or log records). Without matplotlib: no plot, and a note."""
+    try:  # imported here: it is an optional extra, and slower to import than a `generate` command should wait
         from matplotlib.figure import Figure  # a bare Figure, not pyplot: no GUI backend, a notebook's left alone
     except ImportError:
         print("note: matplotlib is not installed (pip install 'minis2s[test]'); no plot written", file=sys.stderr)
@@ -505,10 +415,10 @@ def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
             run = read_log(Path(run) / LOG_FILE if Path(run).is_dir() else run)
         train, evals = [r for r in run if r["kind"] == "train"], [r for r in run if r["kind"] == "eval"]
         if train:
-            steps, losses, smooth, ema = [r["step"] for r in train], [r["loss"] for r in train], [], 0.0
-            for t, x in enumerate(losses, start=1):  # moving average through the batch noise, debiased (Adam's
-                ema = 0.9 * ema + 0.1 * x            # trick): dividing by 1 - 0.9^t undoes the pull towards 0
-                smooth.append(ema / (1 - 0.9 ** t))
+            steps, losses = [r["step"] for r in train], [r["loss"] for r in train]
+            # A moving average through the batch noise, debiased as in Adam: / (1 - 0.9^t) undoes the pull towards 0.
+            ema = itertools.accumulate(losses, lambda e, x: 0.9 * e + 0.1 * x, initial=0.0)
+            smooth = [e / (1 - 0.9 ** t) for t, e in enumerate(ema) if t > 0]
             ax_loss.plot(steps, losses, color=f"C{i}", alpha=0.15, linewidth=0.8)
             ax_loss.plot(steps, smooth, color=f"C{i}", label=f"{label}: train")
         if evals:
@@ -531,7 +441,6 @@ def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
 
 
 # -- 6. the loop -------------------------------------------------------------------------------------------------
-
 def seed_everything(seed: int) -> None:
     """Python's, NumPy's and torch's (CPU and every GPU) global generators."""
     random.seed(seed)
@@ -541,16 +450,11 @@ def seed_everything(seed: int) -> None:
 
 def train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, run_info: dict | None = None,
           on_step=None, label: str = "train") -> dict:
-    """Train `model` in place on `train_pairs`; evaluate on a fixed subset of `val_pairs`. Returns the history:
-
-        {"train": [{"step", "loss", "lr", "grad_norm", "tokens", "time"}, ...],
-         "eval": [{"step", "loss", "rouge1", "rouge2", "rougeL", "exact_match", "time"}, ...],
-         "predictions": the last evaluation's generations, "checkpoint": the last checkpoint dir (or None)}
-
-    What requires grad is trained: all but the pooler (seq2seq never calls it: no gradient, which DDP refuses), or
-    what `train_adapter` left. Under torchrun every process calls this alike; rank 0 alone writes files. `run_info`
-    goes into train_config.json; `on_step(step, seconds trained)` after every step; `label` names the progress bar.
-    """
+    """Train `model` in place on `train_pairs`, evaluating on a fixed subset of `val_pairs`; return the history
+    {"train": [{"step", "loss", "lr", "grad_norm", "tokens", "time"}, ...], "eval": [{"step", "loss", "rouge1", ...,
+    "time"}, ...], "predictions": the last evaluation's, "checkpoint": the last checkpoint directory or None}.
+    What requires grad trains (not the pooler). Under torchrun every rank calls this; rank 0 alone writes files.
+    `run_info` goes into train_config.json; `on_step(step, seconds trained)` after each step; `label` names the bar."""
     d = init_distributed(cfg.device)
     try:
         return _train(model, tokenizer, train_pairs, val_pairs, cfg, d, run_info or {}, on_step, label)
@@ -559,39 +463,34 @@ def train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, run_info: 
             dist.destroy_process_group()
 
 
-def _prepare_run_dir(out: Path, cfg: TrainConfig, d: Dist) -> Path | None:
-    """Check out_dir against cfg.resume / cfg.overwrite; return the checkpoint to resume from (or None)."""
-    ckpts = checkpoint_dirs(out)
-    has_run = (out / LOG_FILE).exists() or bool(ckpts)
-    if has_run and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or "
-                              "overwrite=True (--force) to start afresh")
-    if cfg.resume and ckpts and (out / "train_config.json").is_file() and d.main:
-        old, new = read_json(out / "train_config.json")["train"], json.loads(json.dumps(cfg.to_dict()))
-        changed = {k: (old.get(k), new[k]) for k in TrainConfig.CURVE_FIELDS if old.get(k) != new[k]}
-        if changed:
-            print(f"note: resuming with changed settings {changed}; the curve will differ from the uninterrupted "
-                  "run's", file=sys.stderr)
-    if cfg.resume and ckpts:
-        return ckpts[-1]
-    if d.main and has_run:
-        if cfg.resume:
-            print(f"note: {out} has no complete checkpoint; starting afresh", file=sys.stderr)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        (out / LOG_FILE).unlink(missing_ok=True)
-    return None
-
-
 def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, run_info: dict, on_step, label):
     if cfg.batch_size < d.world_size * cfg.grad_accum:
         raise ValueError(f"batch_size {cfg.batch_size} < world_size {d.world_size} x grad_accum {cfg.grad_accum}")
     start_id, pad_id = model.config.decoder_start_token_id, model.config.pad_token_id
     if start_id is None or pad_id is None:
         raise ValueError(f"the model config needs decoder_start_token_id ({start_id}) and pad_token_id ({pad_id})")
-    out = Path(cfg.out_dir) if cfg.out_dir else None
+    out, resume_from = Path(cfg.out_dir) if cfg.out_dir else None, None
     if cfg.resume and out is None:
         raise ValueError("resume=True needs out_dir")
-    resume_from = _prepare_run_dir(out, cfg, d) if out is not None else None
+    if out is not None:  # a run directory that holds a run is continued (resume), cleared (overwrite) or refused
+        ckpts = checkpoint_dirs(out)
+        has_run = (out / LOG_FILE).exists() or bool(ckpts)
+        if has_run and not (cfg.resume or cfg.overwrite):
+            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or "
+                                  "overwrite=True (--force) to start afresh")
+        if cfg.resume and ckpts:
+            resume_from = ckpts[-1]
+            if (out / "train_config.json").is_file() and d.rank == 0:
+                old = read_json(out / "train_config.json")["train"]
+                new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as it would be saved: tuples become lists
+                if changed := {k: (old.get(k), new[k]) for k in TrainConfig.CURVE_FIELDS if old.get(k) != new[k]}:
+                    print(f"note: resuming with changed settings {changed}; the curve will differ from the "
+                          "uninterrupted run's", file=sys.stderr)
+        elif d.rank == 0 and has_run:
+            if cfg.resume:
+                print(f"note: {out} has no complete checkpoint; starting afresh", file=sys.stderr)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            (out / LOG_FILE).unlink(missing_ok=True)
     d.barrier()  # rank 0 may have cleared the run directory: everyone sees the result
 
     # Every rank starts from the same seed; DDP broadcasts rank 0's weights anyway. Dropout masks differ between
@@ -600,10 +499,17 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
     model.to(d.device).train()
     model.encoder.pooler.requires_grad_(False)  # unused by seq2seq: no gradient, no decay, nothing for DDP to wait for
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(model, cfg)
+    groups, adamw = param_groups(model, cfg.weight_decay), dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    try:  # fused: one kernel for all parameters, ~18x faster than the per-tensor loop on 2 CPU cores
+        optimizer = torch.optim.AdamW(groups, **adamw, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch: no fused AdamW for this device
+        optimizer = torch.optim.AdamW(groups, **adamw, foreach=True)
     batches = GlobalBatches(train_pairs, cfg.batch_size, cfg.seed, cfg.sort_window)
     collate = Seq2SeqCollator(tokenizer, cfg.max_source_len, cfg.max_target_len)
-    autocast = make_autocast(d.device, cfg.amp)
+    if cfg.amp == "bf16" and d.device.type != "cuda":
+        raise ValueError("amp='bf16' needs a CUDA device (fp32 is used on CPU)")
+    autocast = nullcontext if cfg.amp == "fp32" or d.device.type != "cuda" else (  # "auto" or "bf16" on CUDA
+        lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
     n_eval = len(val_pairs) if cfg.eval_examples == 0 else min(cfg.eval_examples, len(val_pairs))
     eval_pairs = random.Random(cfg.seed).sample(list(val_pairs), n_eval)  # fixed for the whole run
 
@@ -615,17 +521,18 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
                              "the random streams of dropout cannot be continued exactly")
         _set_rng_state(state["rng"][d.rank])
         step, last_ckpt = state["step"], resume_from
-        if d.main:  # the log may run past the checkpoint if the run died later: cut it back
+        if d.rank == 0:  # the log may run past the checkpoint if the run died later: cut it back
             write_log(out / LOG_FILE, [r for r in read_log(out / LOG_FILE) if r["step"] <= step])
-    if out is not None and d.main:
+    if out is not None and d.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", {"train": cfg.to_dict(), "run": run_info, "world_size": d.world_size})
+        write_json(out / "train_config.json", {"train": dataclasses.asdict(cfg), "run": run_info,
+                                               "world_size": d.world_size})
         for r in read_log(out / LOG_FILE):
             history[r["kind"]].append(r)
 
     net = model if d.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    progress = Progress(cfg.steps, step, cfg.log_every, cfg.progress and d.main, desc=label)
+    progress = Progress(cfg.steps, step, cfg.log_every, cfg.progress and d.rank == 0, desc=label)
     n_train, n_all = sum(p.numel() for p in trainable), model.num_parameters()
     progress.message(f"training {n_train:,} of {n_all:,} parameters ({100 * n_train / n_all:.2f}%) on {d.device} "
                      f"x{d.world_size}, steps {step + 1}..{cfg.steps}, global batch {cfg.batch_size}, "
@@ -634,7 +541,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
 
     def log(record: dict) -> None:
         history[record["kind"]].append(record)
-        if out is not None and d.main:
+        if out is not None and d.rank == 0:
             with open(out / LOG_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
@@ -662,8 +569,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
             evaluating = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
             saving = out is not None and cfg.save_checkpoints and (step == cfg.steps or
                                                                    (cfg.save_every and step % cfg.save_every == 0))
-            if evaluating and d.main:
-                # One rank evaluates; it uses no random numbers, so the training streams are unchanged.
+            if evaluating and d.rank == 0:  # one rank evaluates, drawing no random numbers: the training streams go on
                 result = evaluate(model, tokenizer, eval_pairs, batch_size=cfg.eval_batch_size,
                                   max_source_len=cfg.max_source_len, max_target_len=cfg.max_target_len,
                                   max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, autocast=autocast,
@@ -673,8 +579,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
                 if cfg.eval_generate:
                     predictions = [{"source": p[0], "reference": p[1], "prediction": y}
                                    for p, y in zip(eval_pairs, result.pop("predictions"))]
-                    scores = (f" | ROUGE-1/2/L {100 * result['rouge1']:.1f}/{100 * result['rouge2']:.1f}/"
-                              f"{100 * result['rougeL']:.1f} | exact match {100 * result['exact_match']:.1f}%")
+                    scores = f" | {scores_text(result, ' | ')}"
                     if out is not None:
                         write_log(out / "predictions.jsonl", predictions)
                 log({"kind": "eval", "step": step, **result, "time": round(time.perf_counter() - t_start, 3)})
@@ -682,7 +587,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
 
             if saving:
                 rng, last_ckpt = d.gather(_rng_state()), out / "checkpoints" / f"step-{step:06d}"
-                if d.main:
+                if d.rank == 0:
                     save_checkpoint(last_ckpt, model, tokenizer, optimizer, step, rng, cfg)
                     for old in checkpoint_dirs(out)[:-cfg.keep_checkpoints]:
                         shutil.rmtree(old, ignore_errors=True)
@@ -692,24 +597,26 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
         if progress.bar is not None:  # end the bar's line however the loop ends
             progress.bar.close()
 
-    if out is not None and d.main and cfg.plot:
+    if out is not None and d.rank == 0 and cfg.plot:
         plot_curves({out.name: history["train"] + history["eval"]}, out / PLOT_FILE)
     model.eval()
     return {**history, "predictions": predictions, "checkpoint": last_ckpt}
 
 
-# -- 7. the command line -----------------------------------------------------------------------------------------
+def scores_text(r: dict, sep: str = ", ") -> str:
+    """"ROUGE-1/2/L 30.9/12.0/30.9, exact match 8.9%" from scores in [0, 1]."""
+    return (f"ROUGE-1/2/L {100 * r['rouge1']:.1f}/{100 * r['rouge2']:.1f}/{100 * r['rougeL']:.1f}{sep}"
+            f"exact match {100 * r['exact_match']:.1f}%")
 
+
+# -- 7. the command line -----------------------------------------------------------------------------------------
 _TORCH_THREADS = torch.get_num_threads()  # torch's own choice at import: one per physical core, or OMP_NUM_THREADS
 
 
 def choose_threads(requested: int | None = None) -> tuple[int, str]:
-    """Set the number of threads torch's CPU kernels use; return it and the reason, for the run's header: --threads,
-    else OMP_NUM_THREADS, else the cores not already busy (load average), at least 1 and at most torch's default.
-        idle 2-core machine (load 0.2) -> 2;  one core busy (load 1.1) -> 1;  both busy (load 2.5) -> 1
-    Why not torch's default: its threads spin-wait for each other after every kernel, so one core busy elsewhere slows
-    them all (a MiniLM step on 2 cores, one busy: 14.9 s with 2 threads, 2.5 s with 1). Losses agree to rounding.
-    """
+    """Set torch's CPU threads; return them and why: --threads, else OMP_NUM_THREADS, else the cores not already busy
+    (load average), at least 1 and at most torch's default. Idle 2 cores (load 0.2) -> 2; load 1.1 or 2.5 -> 1.
+    Busy cores slow torch's spin-waiting threads down a lot (docs/training.md)."""
     if requested is not None:
         if requested < 1:
             raise SystemExit(f"error: --threads must be >= 1, got {requested}")
@@ -740,43 +647,14 @@ def resolve_checkpoint(name: str) -> Path:
 
 
 def random_init_like(bert_dir, share: bool = False, seed: int = 0):
-    """A BERT2BERT with the architecture and special ids a warm start from `bert_dir` would have, but new weights:
-    the Rnd2Rnd baseline of Rothe et al., BERT's init (N(0, 0.02), LayerNorm 1/0) everywhere."""
-    enc = BertConfig.from_dict(read_json(Path(bert_dir) / "config.json"))
-    enc = dataclasses.replace(enc, is_decoder=False, add_cross_attention=False)
+    """A BERT2BERT with the architecture and special ids a warm start from `bert_dir` would have, but BERT's random
+    init everywhere: the Rnd2Rnd baseline of Rothe et al."""
+    enc = dataclasses.replace(BertConfig.from_dict(read_json(Path(bert_dir) / "config.json")), is_decoder=False,
+                              add_cross_attention=False)
     config = EncoderDecoderConfig(enc, decoder_config_from(enc), tie_encoder_decoder=share,
                                   **special_token_ids(bert_dir))
     torch.manual_seed(seed)
     return EncoderDecoderModel(config)
-
-
-def build_model(args) -> tuple:
-    """(model, tokenizer, description) from the --model-dir / --warm-start / --random-init-like / --adapter options."""
-    if args.model_dir:
-        src, info = Path(args.model_dir), {"model_dir": args.model_dir}
-        model = EncoderDecoderModel.from_pretrained(src)
-    else:
-        src = resolve_checkpoint(args.warm_start or args.random_init_like)
-        model = (warm_start if args.warm_start else random_init_like)(src, share=args.share, seed=args.seed)
-        info = {"warm_start" if args.warm_start else "random_init_like": str(src), "share": args.share}
-    if args.adapter:
-        add_adapter(model, args.adapter_name, args.adapter)
-        train_adapter(model, args.adapter_name, args.train_cross_attention, args.train_lm_head)
-        info.update(adapter=args.adapter, adapter_name=args.adapter_name,
-                    train_cross_attention=args.train_cross_attention, train_lm_head=args.train_lm_head)
-    return model, load_tokenizer(src), info
-
-
-def load_data(args, tokenizer) -> tuple[list, list]:
-    """(train pairs, validation pairs) from --train and --val, else the shipped task --data: `docstrings` keeps the
-    names made of whole words of the model's vocabulary (data.py's setting), `docstrings-all` every name."""
-    if args.train or args.val:
-        if not (args.train and args.val):
-            raise SystemExit("error: --train and --val go together")
-        return load_pairs(args.train), load_pairs(args.val)
-    vocab = tokenizer.backend_tokenizer.get_vocab() if args.data == "docstrings" else None
-    task = build_docstring_task(args.cache_dir, vocab=vocab)
-    return task["train"], task["validation"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -808,22 +686,41 @@ def run_command(args) -> dict:
     """Run `train` as the command line describes; print sample generations, the final metric, a command to try."""
     cfg = from_options(TrainConfig, args)
     _, threads = choose_threads(args.threads)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    if rank0:
+    if rank0 := int(os.environ.get("RANK", "0")) == 0:
         print(f"threads: {threads}", file=sys.stderr, flush=True)
     seed_everything(cfg.seed)
-    model, tokenizer, info = build_model(args)
-    history = train(model, tokenizer, *load_data(args, tokenizer), cfg, run_info=info)
+    if args.model_dir:
+        src, info = Path(args.model_dir), {"model_dir": args.model_dir}
+        model = EncoderDecoderModel.from_pretrained(src)
+    else:
+        src = resolve_checkpoint(args.warm_start or args.random_init_like)
+        model = (warm_start if args.warm_start else random_init_like)(src, share=args.share, seed=args.seed)
+        info = {"warm_start" if args.warm_start else "random_init_like": str(src), "share": args.share}
+    if args.adapter:
+        add_adapter(model, args.adapter_name, args.adapter)
+        train_adapter(model, args.adapter_name, args.train_cross_attention, args.train_lm_head)
+        info.update(adapter=args.adapter, adapter_name=args.adapter_name,
+                    train_cross_attention=args.train_cross_attention, train_lm_head=args.train_lm_head)
+    tokenizer = load_tokenizer(src)
+    if args.train or args.val:
+        if not (args.train and args.val):
+            raise SystemExit("error: --train and --val go together")
+        data = load_pairs(args.train), load_pairs(args.val)
+    else:  # the shipped task; `docstrings`: the names made of whole words of the model's vocabulary
+        task = build_docstring_task(args.cache_dir, vocab=tokenizer.backend_tokenizer.get_vocab()
+                                    if args.data == "docstrings" else None)
+        data = task["train"], task["validation"]
+    history = train(model, tokenizer, *data, cfg, run_info=info)
     if not rank0:
         return history
     if history["predictions"]:
         print("\nsample generations (validation):")
         for r in history["predictions"][:8]:
-            print(f"  source:     {r['source'][:100]}\n  reference:  {r['reference']}\n  prediction: {r['prediction']}\n")
+            print(f"  source:     {r['source'][:100]}\n  reference:  {r['reference']}\n"
+                  f"  prediction: {r['prediction']}\n")
     if history["eval"]:
         e = history["eval"][-1]
-        scores = (f", ROUGE-1/2/L {100 * e['rouge1']:.1f}/{100 * e['rouge2']:.1f}/{100 * e['rougeL']:.1f}, "
-                  f"exact match {100 * e['exact_match']:.1f}%") if "rouge1" in e else ""
+        scores = f", {scores_text(e)}" if "rouge1" in e else ""
         print(f"validation (step {e['step']}, {cfg.eval_examples or 'all'} examples): loss {e['loss']:.4f}{scores}")
     print(f"run directory: {cfg.out_dir} (log.jsonl, {PLOT_FILE}, checkpoint {history['checkpoint']})")
     if history["checkpoint"] is not None and not args.adapter:  # generate reads a model directory, no adapter
@@ -833,9 +730,8 @@ def run_command(args) -> dict:
 
 
 def generate_command(model_dir, source: str) -> str:
-    """The shell command that runs `source` through the model in `model_dir`, ready to paste, e.g.
-    python -m minis2s generate runs/quick/bert2bert/model "Return the sum."   The source is in double quotes when
-    nothing in it is special there to the shell, else in shlex's single quotes."""
+    """The shell command that runs `source` through `model_dir`, ready to paste; the source in double quotes unless
+    something in it is special there:  python -m minis2s generate runs/quick/bert2bert/model "Return the sum." """
     quoted = f'"{source}"' if not set(source) & set('"$`\\!') else shlex.quote(source)
     return f"python -m minis2s generate {shlex.quote(str(model_dir))} {quoted}"
 
