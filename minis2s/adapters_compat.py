@@ -262,7 +262,6 @@ class AdapterSite(nn.ModuleDict):
 
 
 # -- The model API, in the adapters library's words --------------------------------------------------------------
-
 # Each site and the layer's LayerNorm that closes its residual line. transformers keeps that LayerNorm in the module
 # that also holds the site's adapters ("attention.output.LayerNorm" beside "attention.output.adapters").
 SITE_LN = {"attn": "attn_ln", "cross": "cross_ln", "ffn": "ffn_ln"}

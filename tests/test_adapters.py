@@ -22,6 +22,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from conftest import DEVICES, assert_close, hf_twin, random_batch, require, require_adapters, tiny_config
 from numerics import assert_accurate, float64_twin, gradient_scale
@@ -537,8 +538,6 @@ def test_round_trip_into_another_dtype(tmp_path):
 
 
 def test_load_errors_list_every_bad_key(tmp_path):
-    from safetensors.torch import load_file, save_file
-
     torch.manual_seed(0)
     model = EncoderDecoderModel(tiny_config())
     A.add_adapter(model, "a", DoubleSeqBnConfig(reduction_factor=4))
