@@ -231,10 +231,9 @@ def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bo
     g, gate, scheme = None, getattr(m, "gate", None), config.init_weights
     if config.init_weights_seed and m.down.weight.device.type != "meta":
         g = torch.Generator(m.down.weight.device).manual_seed(config.init_weights_seed)
-    if scheme == "houlsby":
-        for lin in (m.down, m.up):
-            nn.init.trunc_normal_(lin.weight, mean=0.0, std=1e-2, a=-2e-2, b=2e-2, generator=g)
-    elif scheme == "mam_adapter":
+    for lin in (m.down, m.up) if scheme == "houlsby" else ():
+        nn.init.trunc_normal_(lin.weight, mean=0.0, std=1e-2, a=-2e-2, b=2e-2, generator=g)
+    if scheme == "mam_adapter":
         nn.init.kaiming_uniform_(m.down.weight, a=math.sqrt(5), generator=g)
         nn.init.zeros_(m.up.weight)
     for lin in {"bert": (m.down, m.up, gate), "mam_adapter": (gate,), "houlsby": ()}[scheme]:

@@ -223,11 +223,9 @@ class Tokenizer:
         if max_length is not None and padding is False and truncation is None:
             truncation = True
         padding, truncation = PADDINGS[padding], TRUNCATIONS[truncation]
-        if max_length is None and self.model_max_length < VERY_LARGE_INTEGER:
-            max_length = self.model_max_length
-        if max_length is None:
-            padding, truncation = (None if padding == "max_length" else padding), None
-        return padding, truncation, max_length
+        if max_length is None and self.model_max_length >= VERY_LARGE_INTEGER:  # no known limit: no truncation
+            return (None if padding == "max_length" else padding), None, None  # and no padding to max_length
+        return padding, truncation, self.model_max_length if max_length is None else max_length
 
     def _shorten_long_pairs(self, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[str, str]]:
         """Cut to whole words both texts of a pair that each have over max_length pieces, keeping what longest_first
