@@ -1,28 +1,17 @@
 """The warm-starting experiment of Rothe, Narayan & Severyn 2020 (arXiv 1907.12461), at laptop scale.
 
-Their headline: an encoder-decoder whose encoder and decoder start from a BERT checkpoint (BERT2BERT) beats the same
-architecture trained from random weights (Rnd2Rnd), and sharing the encoder's and decoder's weights (BERTShare) does
-about as well with fewer parameters. Here, on the shipped docstring-naming task (data.py, names made of whole words
-of MiniLM's vocabulary), one architecture (MiniLM's: 6 layers, hidden 384, 12 heads) and one training budget (the
-same steps, global batch, warm-up and decay for all), four configurations:
+On the docstring task (names of whole vocabulary words), with MiniLM's architecture and one training budget for all:
 
     random      Rnd2Rnd: MiniLM's architecture, BERT's random init
     bert2bert   encoder and decoder warm-started from all-MiniLM-L6-v2 (cross-attention and LM head new)
     bertshare   the same, encoder and decoder sharing every weight but cross-attention
-    adapters    bert2bert with its pre-trained weights frozen; bottleneck adapters (Houlsby's double_seq_bn) and
-                the blocks a warm start creates new (cross-attention, LM-head transform) trained:
-                parameter-efficient fine-tuning against full fine-tuning
+    adapters    bert2bert frozen; Houlsby adapters (double_seq_bn, arXiv 1902.00751) and the new blocks trained
 
-Each is scored on the held-out TEST split (greedy by default): ROUGE-1/2/L F1 and exact match (metrics.py). The work
-is fixed (388 steps x global batch 32 per configuration, 234 for --quick), so the numbers reproduce on any machine to
-float rounding; only the time differs. `--minutes` is an optional cap: once the first steps are timed, a run that
-would not fit stops with one line giving its estimate.
+each scored on the test split (ROUGE-1/2/L, exact match). The work is fixed (388 steps x batch 32 per configuration,
+234 with --quick), so the numbers reproduce on any machine; --minutes only caps the time. Design: docs/training.md.
 
     python -m minis2s experiment --out runs/experiment     the table (results.md), curves.png, samples.md, models
     python -m minis2s experiment --quick                   the "main job": bert2bert only, about 3 minutes on 2 cores
-
-References: Rothe et al. 2020 (CNN/DailyMail ROUGE-2 Rnd2Rnd 14.00, BERT2BERT 17.84, BERTShare 18.10); Houlsby et
-al. 2019 (arXiv 1902.00751) for the adapters; Wang et al. 2020 (arXiv 2002.10957) for MiniLM.
 """
 
 from __future__ import annotations
@@ -43,7 +32,7 @@ from . import add_adapter, load_tokenizer, train_adapter, warm_start
 from .data import build_docstring_task
 from .files import write_json, write_text
 from .train import (TrainConfig, choose_threads, evaluate, fmt_time, generate_command, plot_curves, random_init_like,
-                    resolve_checkpoint, seed_everything, train)
+                    resolve_checkpoint, scores_text, seed_everything, train)
 
 CONFIGS = ("random", "bert2bert", "bertshare", "adapters")
 STEPS = 388  # per configuration: the README's table (10% warm-up, 4 validation evaluations)
@@ -75,27 +64,23 @@ def machine() -> str:
 
 
 class Budget:
-    """`--minutes`: a cap on the whole command, checked once the step time is known; never a change of the work.
-
-    A validation subset is decoded once first, to time evaluation (an untrained model writes full-length outputs: a
-    pessimistic rate). After `probe` steps the rest is estimated from the mean step time (the first step, which
-    allocates, left out) and that rate; a command that would overrun stops there with one line saying what it needs.
-    """
+    """`--minutes`: a cap on the whole command, never a change of the work. At step `probe` of the first configuration
+    the rest is estimated from the mean step time (the first step, which allocates, left out) and a timed evaluation;
+    a command that would not fit stops there (SystemExit) with one line saying what it needs."""
 
     def __init__(self, minutes: float, t_start: float, steps: int, n_configs: int, eval_pairs: int, probe: int = 6):
         self.minutes, self.t_start, self.steps, self.n_configs = minutes, t_start, steps, n_configs
         self.eval_pairs, self.probe, self.eval_s_per_pair, self.t_first = eval_pairs, min(probe, steps), 0.0, None
 
     def time_evaluation(self, model, tokenizer, pairs, cfg: TrainConfig) -> None:
+        """Decode `pairs` once; an untrained model writes full-length outputs, so the rate is pessimistic."""
         t0 = time.perf_counter()
         evaluate(model, tokenizer, pairs, batch_size=cfg.eval_batch_size, max_source_len=cfg.max_source_len,
                  max_target_len=cfg.max_target_len, max_new_tokens=cfg.max_new_tokens)
         self.eval_s_per_pair = (time.perf_counter() - t0) / len(pairs)
 
-    def on_step(self, step: int, seconds: float) -> None:
-        """train()'s hook: stop (SystemExit, one line) when the estimate at step `probe` exceeds the budget."""
-        if step == 1:
-            self.t_first = seconds
+    def on_step(self, step: int, seconds: float) -> None:  # train()'s hook
+        self.t_first = seconds if step == 1 else self.t_first
         if step != self.probe:
             return
         per_step = (seconds - self.t_first) / (step - 1) if step > 1 else seconds
@@ -115,11 +100,10 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         num_beams: int = 1, seed: int = 0, bert: str = "minilm", n_samples: int = 10, cache_dir=None,
         eval_examples: int = 96, task: dict | None = None, progress: bool = True, threads: str | None = None,
         save_models: bool = True) -> dict:
-    """Train and test every configuration; write results.md/json, curves.png, samples.md and each trained model
-    (`<out_dir>/<config>/model`, with its tokenizer) into `out_dir`. `steps` per configuration (warm-up `warmup_frac`
-    of them; 4 validations of `eval_examples` pairs); `minutes`: see `Budget`; `task`: {"train", "validation",
-    "test"} pairs instead of the docstring task (tests); `threads`: what `choose_threads` said, for the header.
-    """
+    """Train and test every configuration; write results.md/json, curves.png, samples.md and each trained model with
+    its tokenizer (`<out_dir>/<config>/model`; the adapter in `<out_dir>/adapters/adapter`). `steps` per configuration
+    (warm-up `warmup_frac` of them, 4 validations of `eval_examples` pairs); `task`: {"train", "validation", "test"}
+    pairs instead of the docstring task (tests); `threads`: what `choose_threads` said, for the header."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     t_start, out = time.perf_counter(), Path(out_dir)
@@ -127,7 +111,7 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     bert_dir = resolve_checkpoint(bert)
     tokenizer = load_tokenizer(bert_dir)
-    if task is None:  # names made of whole vocabulary words, see the module docstring; built once, then cached
+    if task is None:  # built once, then cached
         task = build_docstring_task(cache_dir, vocab=tokenizer.backend_tokenizer.get_vocab())
     log(f"docstring task (names of whole vocabulary words): {len(task['train'])} train / {len(task['validation'])} "
         f"validation / {len(task['test'])} test pairs")
@@ -159,16 +143,19 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
                         max_source_len=cfg.max_source_len, max_target_len=cfg.max_target_len,
                         max_new_tokens=cfg.max_new_tokens, progress=f"{name}: test" if progress else None)
         outputs[name] = test.pop("predictions")
-        if save_models:
-            model_dirs[name] = save_model(model, tokenizer, out / name, name)
+        if save_models:  # a directory `generate` reads: the base model (adapters are never part of it), the tokenizer
+            model.save_pretrained(out / name / "model")
+            tokenizer.save_pretrained(out / name / "model")
+            model_dirs[name] = out / name / "model"
+            if name == "adapters":  # the adapter on its own: kilobytes, loadable in the adapters library
+                model.save_adapter(out / name / "adapter", "task")
         rows.append({"config": name, "label": LABELS[name], **test, "trainable": n_train, "parameters": n_all,
                      "trainable_pct": 100 * n_train / n_all, "lr": cfg.lr, "steps": steps,
                      "train_s": history["train"][-1]["time"], "test_s": time.perf_counter() - t_test,
                      "wall_s": time.perf_counter() - t0, "model_dir": str(model_dirs.get(name, ""))})
         logs[LABELS[name]] = history["train"] + history["eval"]
-        log(f"test: loss {test['loss']:.3f}, ROUGE-1/2/L {100 * test['rouge1']:.1f}/{100 * test['rouge2']:.1f}/"
-            f"{100 * test['rougeL']:.1f}, exact match {100 * test['exact_match']:.1f}% "
-            f"({fmt_time(rows[-1]['wall_s'])} for this configuration)")
+        log(f"test: loss {test['loss']:.3f}, {scores_text(test)} ({fmt_time(rows[-1]['wall_s'])} for this "
+            "configuration)")
         del model
 
     total_s = time.perf_counter() - t_start
@@ -177,11 +164,24 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
                 f"sources <= {base.max_source_len} / targets <= {base.max_target_len} tokens, seed {seed}; test split "
                 f"{len(task['test'])} pairs, {'greedy' if num_beams == 1 else f'beam search ({num_beams} beams)'}")
     table = results_table(rows)
-    samples = random.Random(seed).sample(range(len(task["test"])), min(n_samples, len(task["test"])))
-    write_outputs(out, rows, table, settings, total_s, task["test"], samples, outputs, logs, configs)
+    test, samples = task["test"], random.Random(seed).sample(range(len(task["test"])), min(n_samples, len(task["test"])))
+    md = ["# Warm-starting BERT2BERT from MiniLM on the docstring-naming task\n", table, "", f"Training: {settings}.",
+          "", f"Machine: {machine()}. Whole command: {total_s / 60:.1f} min.", ""]
+    if sys.argv and sys.argv[0].endswith(("__main__.py", "experiment.py")):  # the command line that produced it
+        prog = "python -m minis2s" if sys.argv[0].endswith("__main__.py") else "python -m minis2s.experiment"
+        md += [f"Command: `{' '.join([prog, *map(shlex.quote, sys.argv[1:])])}`", ""]
+    write_text(out / "results.md", "\n".join(md))
+    write_json(out / "results.json", {"rows": rows, "settings": settings, "machine": machine(), "total_s": total_s})
+    lines = ["# Sample generations on the test split\n"]
+    for i in samples:
+        lines.append(f"- **source:** {test[i].source}\n  - reference: `{test[i].target}`")
+        lines += [f"  - {LABELS[c]}: `{outputs[c][i]}`" for c in configs]
+    write_text(out / "samples.md", "\n".join(lines) + "\n")
+    plot_curves(logs, out / "curves.png", title="docstring -> name: MiniLM-shaped bert2bert, same budget")
+
     print(f"\n{table}\n\n{settings}\nmachine: {machine()}; whole command {total_s / 60:.1f} min\n")
     for i in samples[:5]:
-        print(f"source:    {task['test'][i].source}\nreference: {task['test'][i].target}")
+        print(f"source:    {test[i].source}\nreference: {test[i].target}")
         print("".join(f"  {name:>10}: {outputs[name][i]}\n" for name in configs))
     if minutes is not None and total_s > 60 * minutes:
         print(f"note: the command took {total_s / 60:.1f} min, over its {minutes:g}-minute budget: the machine got "
@@ -196,21 +196,10 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
               f"model.safetensors, tokenizer){adapter}")
         runnable = [c for c in ("bert2bert", "bertshare", "random") if c in model_dirs]
         if runnable and samples:
-            command = generate_command(model_dirs[runnable[0]], task["test"][samples[0]].source)
+            command = generate_command(model_dirs[runnable[0]], test[samples[0]].source)
             print(f"try it: {command}")
     return {"rows": rows, "steps": steps, "total_s": total_s, "outputs": outputs, "model_dirs": model_dirs,
             "command": command}
-
-
-def save_model(model, tokenizer, run_dir: Path, name: str) -> Path:
-    """`run_dir/model`: the trained model with its tokenizer, a directory `python -m minis2s generate` reads. An
-    adapter model's base (trained cross-attention and LM head included) goes there too, and the adapter into
-    `run_dir/adapter` (save_adapter: kilobytes, loadable in the adapters library)."""
-    model.save_pretrained(run_dir / "model")  # the base model: adapters are never part of it
-    tokenizer.save_pretrained(run_dir / "model")
-    if name == "adapters":
-        model.save_adapter(run_dir / "adapter", "task")
-    return run_dir / "model"
 
 
 def results_table(rows) -> str:
@@ -222,23 +211,6 @@ def results_table(rows) -> str:
                      f"{100 * r['exact_match']:.1f} | {r['loss']:.3f} | {r['trainable'] / 1e6:.2f}M "
                      f"({r['trainable_pct']:.1f}%) | {r['wall_s'] / 60:.1f} min |")
     return "\n".join(lines)
-
-
-def write_outputs(out: Path, rows, table, settings, total_s, test, samples, outputs, logs, configs) -> None:
-    """results.md (with the command line that produced it, when it was one), results.json, samples.md, curves.png."""
-    md = [f"# Warm-starting BERT2BERT from MiniLM on the docstring-naming task\n", table, "",
-          f"Training: {settings}.", "", f"Machine: {machine()}. Whole command: {total_s / 60:.1f} min.", ""]
-    if sys.argv and sys.argv[0].endswith(("__main__.py", "experiment.py")):
-        prog = "python -m minis2s" if sys.argv[0].endswith("__main__.py") else "python -m minis2s.experiment"
-        md += [f"Command: `{' '.join([prog, *map(shlex.quote, sys.argv[1:])])}`", ""]
-    write_text(out / "results.md", "\n".join(md))
-    write_json(out / "results.json", {"rows": rows, "settings": settings, "machine": machine(), "total_s": total_s})
-    lines = ["# Sample generations on the test split\n"]
-    for i in samples:
-        lines.append(f"- **source:** {test[i].source}\n  - reference: `{test[i].target}`")
-        lines += [f"  - {LABELS[c]}: `{outputs[c][i]}`" for c in configs]
-    write_text(out / "samples.md", "\n".join(lines) + "\n")
-    plot_curves(logs, out / "curves.png", title="docstring -> name: MiniLM-shaped bert2bert, same budget")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import itertools
 import importlib.resources
+import itertools
 import json
 import math
 import os
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from . import (BertConfig, EncoderDecoderConfig, EncoderDecoderModel, add_adapter, decoder_config_from, generate,
                load_tokenizer, shift_tokens_right, special_token_ids, train_adapter, warm_start)
+from .checkpoint import load_state
 from .data import Pair, Seq2SeqCollator, build_docstring_task, iterate_batches, load_pairs
 from .files import atomic_directory, atomic_write, read_json, read_safetensors, write_json, write_text
 from .metrics import rouge_scores
@@ -49,8 +50,7 @@ STATE_FILE, LOG_FILE, PLOT_FILE = "train_state.pt", "log.jsonl", "curves.png"
 
 # -- 0. settings that are command-line options too ---------------------------------------------------------------
 def option(default, help: str, **argparse_kwargs):
-    """A dataclass field that `add_options` makes a command-line option; `argparse_kwargs` override what it derives
-    (flags=("--out",) for another name, required=True, ...)."""
+    """A dataclass field that `add_options` makes an option; `argparse_kwargs` override (flags=("--out",), ...)."""
     return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
 
 
@@ -327,16 +327,8 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if not isinstance(state.get("adapters"), dict) or "cuda" not in state["rng"][0]:
         raise ValueError(f"{path / STATE_FILE} was written by an older minis2s; start afresh with --force")
-    params = dict(model.named_parameters())
-    tensors = {**read_safetensors(path / "model" / "model.safetensors"), **state["adapters"]}
-    wrong = sorted(k for k in params.keys() | tensors.keys()
-                   if k not in params or k not in tensors or tensors[k].shape != params[k].shape)
-    if wrong:
-        raise ValueError(f"checkpoint {path} does not fit the model: {len(wrong)} tensor(s) missing, unexpected or "
-                         f"of another shape, e.g. {wrong[:5]} (written with another model or adapter setup?)")
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(tensors[k])
+    load_state(model, {**read_safetensors(path / "model" / "model.safetensors"), **state["adapters"]},
+               f"checkpoint {path} (written with another model or adapter setup?)")
     optimizer.load_state_dict(state["optimizer"])
     return state
 
@@ -510,7 +502,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
         raise ValueError("amp='bf16' needs a CUDA device (fp32 is used on CPU)")
     autocast = nullcontext if cfg.amp == "fp32" or d.device.type != "cuda" else (  # "auto" or "bf16" on CUDA
         lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
-    n_eval = len(val_pairs) if cfg.eval_examples == 0 else min(cfg.eval_examples, len(val_pairs))
+    n_eval = min(cfg.eval_examples or len(val_pairs), len(val_pairs))  # eval_examples 0: all
     eval_pairs = random.Random(cfg.seed).sample(list(val_pairs), n_eval)  # fixed for the whole run
 
     step, history, last_ckpt, predictions = 0, {"train": [], "eval": []}, None, None
