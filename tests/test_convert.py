@@ -348,7 +348,7 @@ def test_from_encoder_decoder_pretrained_classmethod(tiny):
 
 def test_shards_are_read_one_file_at_a_time(checkpoint, monkeypatch):
     opened, open_now, peak = [], [0], [0]
-    real = convert.WeightFiles._open_file
+    real = convert.WeightFile
 
     class Counted:
         def __init__(self, path):
@@ -364,7 +364,7 @@ def test_shards_are_read_one_file_at_a_time(checkpoint, monkeypatch):
             open_now[0] -= 1
             self.f.close()
 
-    monkeypatch.setattr(convert.WeightFiles, "_open_file", staticmethod(Counted))
+    monkeypatch.setattr(convert, "WeightFile", Counted)
     warm_start(checkpoint("mlm-sharded-safetensors"))
     shards = sorted(set(opened))
     assert len(shards) > 1 and peak[0] == 1
