@@ -42,7 +42,7 @@ LABELS = {"random": "Rnd2Rnd (random init)", "bert2bert": "BERT2BERT (warm-start
 
 
 def build(name: str, bert_dir: Path, seed: int, adapter: str = "double_seq_bn"):
-    """The model of configuration `name`, ready to train (adapters: frozen base, trainable adapters + cross-attention)."""
+    """The model of configuration `name`, ready to train (adapters: a frozen base; adapters, new blocks trainable)."""
     if name == "random":
         return random_init_like(bert_dir, seed=seed)
     model = warm_start(bert_dir, share=name == "bertshare", seed=seed)
@@ -63,36 +63,25 @@ def machine() -> str:
     return f"{where}, torch {torch.__version__.split('+')[0]}, Python {platform.python_version()}"
 
 
-class Budget:
-    """`--minutes`: a cap on the whole command, never a change of the work. At step `probe` of the first configuration
-    the rest is estimated from the mean step time (the first step, which allocates, left out) and a timed evaluation;
-    a command that would not fit stops there (SystemExit) with one line saying what it needs."""
+def budget_hook(minutes: float, t_start: float, steps: int, n_configs: int, eval_seconds: float, probe: int = 6):
+    """`--minutes` as train()'s on_step hook: a cap on the whole command, never a change of the work. At step `probe`
+    the rest is estimated from the mean step time (the first step, which allocates, left out) and `eval_seconds`; a
+    command that would not fit stops there (SystemExit) with one line saying what it needs."""
+    seconds_at = {}
 
-    def __init__(self, minutes: float, t_start: float, steps: int, n_configs: int, eval_pairs: int, probe: int = 6):
-        self.minutes, self.t_start, self.steps, self.n_configs = minutes, t_start, steps, n_configs
-        self.eval_pairs, self.probe, self.eval_s_per_pair, self.t_first = eval_pairs, min(probe, steps), 0.0, None
-
-    def time_evaluation(self, model, tokenizer, pairs, cfg: TrainConfig) -> None:
-        """Decode `pairs` once; an untrained model writes full-length outputs, so the rate is pessimistic."""
-        t0 = time.perf_counter()
-        evaluate(model, tokenizer, pairs, batch_size=cfg.eval_batch_size, max_source_len=cfg.max_source_len,
-                 max_target_len=cfg.max_target_len, max_new_tokens=cfg.max_new_tokens)
-        self.eval_s_per_pair = (time.perf_counter() - t0) / len(pairs)
-
-    def on_step(self, step: int, seconds: float) -> None:  # train()'s hook
-        self.t_first = seconds if step == 1 else self.t_first
-        if step != self.probe:
+    def on_step(step: int, seconds: float) -> None:
+        seconds_at[step] = seconds
+        if step != min(probe, steps):
             return
-        per_step = (seconds - self.t_first) / (step - 1) if step > 1 else seconds
-        left = (per_step * (self.steps * self.n_configs - step) + self.eval_s_per_pair * self.eval_pairs
-                + 5.0 * self.n_configs)  # building each model, writing files and plots
-        total = time.perf_counter() - self.t_start + left
-        if total > 60 * self.minutes:
+        per_step = (seconds - seconds_at[1]) / (step - 1) if step > 1 else seconds
+        left = per_step * (steps * n_configs - step) + eval_seconds + 5.0 * n_configs  # 5 s: build, write, plot
+        if (total := time.perf_counter() - t_start + left) > 60 * minutes:
             raise SystemExit(
                 f"error: this run needs about {total / 60:.1f} min on this machine ({per_step:.2f} s/step x "
-                f"{self.steps} steps x {self.n_configs} configuration(s), plus evaluation), more than --minutes "
-                f"{self.minutes:g}: give --minutes {math.ceil(1.2 * total / 60)} or leave --minutes out (fewer "
+                f"{steps} steps x {n_configs} configuration(s), plus evaluation), more than --minutes "
+                f"{minutes:g}: give --minutes {math.ceil(1.2 * total / 60)} or leave --minutes out (fewer "
                 "--steps would change the results)")
+    return on_step
 
 
 def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = None, batch_size: int = 32,
@@ -120,23 +109,24 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
                        log_every=25, overwrite=True, save_checkpoints=False, steps=steps,
                        warmup=max(1, round(warmup_frac * steps)), eval_every=max(1, steps // 4))
     log(f"the work: {len(configs)} configuration(s) x {steps} steps x global batch {batch_size}, then the test split")
-    budget = None
-    if minutes is not None:
-        n_val = min(eval_examples, len(task["validation"])) if eval_examples else len(task["validation"])
-        n_evals = math.ceil(steps / base.eval_every)  # every eval_every steps and the last
-        budget = Budget(minutes, t_start, steps, len(configs), len(configs) * (len(task["test"]) + n_evals * n_val))
 
     rows, logs, outputs, model_dirs = [], {}, {}, {}
     for name in configs:
-        t0 = time.perf_counter()
+        t0, on_step = time.perf_counter(), None
         seed_everything(seed)
         model = build(name, bert_dir, seed, adapter)
-        if budget is not None and not budget.eval_s_per_pair:
-            budget.time_evaluation(model, tokenizer, task["validation"][:32], base)
+        if minutes is not None and not rows:  # time an evaluation (untrained: full-length outputs, a pessimistic rate)
+            t_eval, few = time.perf_counter(), task["validation"][:32]
+            evaluate(model, tokenizer, few, batch_size=base.eval_batch_size, max_source_len=base.max_source_len,
+                     max_target_len=base.max_target_len, max_new_tokens=base.max_new_tokens)
+            n_val = min(eval_examples or len(task["validation"]), len(task["validation"]))
+            decoded = len(configs) * (len(task["test"]) + math.ceil(steps / base.eval_every) * n_val)  # pairs, in all
+            eval_seconds = (time.perf_counter() - t_eval) / len(few) * decoded
+            on_step = budget_hook(minutes, t_start, steps, len(configs), eval_seconds)
         cfg = dataclasses.replace(base, out_dir=str(out / name), lr=adapter_lr if name == "adapters" else lr)
         log(f"\n== {LABELS[name]}: {steps} steps, lr {cfg.lr:g} ==")
         history = train(model, tokenizer, task["train"], task["validation"], cfg, run_info={"config": name},
-                        on_step=budget.on_step if budget is not None and not rows else None, label=name)
+                        on_step=on_step, label=name)
         n_train, n_all = sum(p.numel() for p in model.parameters() if p.requires_grad), model.num_parameters()
         t_test = time.perf_counter()
         test = evaluate(model, tokenizer, task["test"], batch_size=cfg.eval_batch_size, num_beams=num_beams,
@@ -163,8 +153,8 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
                 f"{base.warmup} steps then linear decay, lr {lr:g} (adapters {adapter_lr:g}), gradient clipping 1.0, "
                 f"sources <= {base.max_source_len} / targets <= {base.max_target_len} tokens, seed {seed}; test split "
                 f"{len(task['test'])} pairs, {'greedy' if num_beams == 1 else f'beam search ({num_beams} beams)'}")
-    table = results_table(rows)
-    test, samples = task["test"], random.Random(seed).sample(range(len(task["test"])), min(n_samples, len(task["test"])))
+    table, test = results_table(rows), task["test"]
+    samples = random.Random(seed).sample(range(len(test)), min(n_samples, len(test)))
     md = ["# Warm-starting BERT2BERT from MiniLM on the docstring-naming task\n", table, "", f"Training: {settings}.",
           "", f"Machine: {machine()}. Whole command: {total_s / 60:.1f} min.", ""]
     if sys.argv and sys.argv[0].endswith(("__main__.py", "experiment.py")):  # the command line that produced it
