@@ -284,6 +284,12 @@ def evaluate(model, tokenizer, pairs, *, batch_size: int = 64, max_source_len: i
     return out
 
 
+def scores_text(r: dict, sep: str = ", ") -> str:
+    """"ROUGE-1/2/L 30.9/12.0/30.9, exact match 8.9%" from scores in [0, 1]."""
+    return (f"ROUGE-1/2/L {100 * r['rouge1']:.1f}/{100 * r['rouge2']:.1f}/{100 * r['rougeL']:.1f}{sep}"
+            f"exact match {100 * r['exact_match']:.1f}%")
+
+
 # -- 4. checkpoints ----------------------------------------------------------------------------------------------
 def _rng_state() -> dict:
     """This process's random generators, in types that `torch.load(weights_only=True)` accepts (no numpy array)."""
@@ -593,12 +599,6 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
         plot_curves({out.name: history["train"] + history["eval"]}, out / PLOT_FILE)
     model.eval()
     return {**history, "predictions": predictions, "checkpoint": last_ckpt}
-
-
-def scores_text(r: dict, sep: str = ", ") -> str:
-    """"ROUGE-1/2/L 30.9/12.0/30.9, exact match 8.9%" from scores in [0, 1]."""
-    return (f"ROUGE-1/2/L {100 * r['rouge1']:.1f}/{100 * r['rouge2']:.1f}/{100 * r['rougeL']:.1f}{sep}"
-            f"exact match {100 * r['exact_match']:.1f}%")
 
 
 # -- 7. the command line -----------------------------------------------------------------------------------------
