@@ -91,8 +91,8 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         save_models: bool = True) -> dict:
     """Train and test every configuration; write results.md/json, curves.png, samples.md and each trained model with
     its tokenizer (`<out_dir>/<config>/model`; the adapter in `<out_dir>/adapters/adapter`). `steps` per configuration
-    (warm-up `warmup_frac` of them, 4 validations of `eval_examples` pairs); `task`: {"train", "validation", "test"}
-    pairs instead of the docstring task (tests); `threads`: what `choose_threads` said, for the header."""
+    (warm-up `warmup_frac` of them; every quarter, a validation on `eval_examples` pairs); `task`: {"train",
+    "validation", "test"} pairs instead of the docstring task (tests); `threads`: what `choose_threads` said."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     t_start, out = time.perf_counter(), Path(out_dir)
