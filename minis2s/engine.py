@@ -30,10 +30,8 @@ from .attention import padding_mask
 class LayerKV:
     """One decoder layer's cache: self-attention K/V growing one position per step; cross K/V computed once.
 
-    The self-attention keys/values are written into preallocated buffers, (N, nh, capacity, hs) each, rather than
-    concatenated onto the past at every step (which would copy the whole history each time). A full buffer is
-    reallocated twice as large, so a cache that was not told the final length still costs O(1) per step.
-    Static: the buffers never move, writes go where `position` says, and the whole buffer is returned.
+    K/V go into preallocated (N, nh, capacity, hs) buffers, not concatenated onto the past (a copy of the whole
+    history per step); a full buffer doubles. Static: the buffers never move and are returned whole.
     """
 
     def __init__(self, capacity: int = 16, position: torch.Tensor | None = None):
@@ -57,9 +55,8 @@ class LayerKV:
         return self.k[:, :, :end], self.v[:, :, :end]  # views of the buffers: no copy
 
     def _grown(self, buffer, new, end: int) -> torch.Tensor:
-        N, nh, _, hs = new.shape
         capacity = max(end, self.capacity if buffer is None else 2 * buffer.shape[2])
-        grown = new.new_empty(N, nh, capacity, hs)  # positions >= end are never read before being written
+        grown = new.new_empty(*new.shape[:2], capacity, new.shape[3])  # positions >= end are written before read
         if buffer is not None:
             grown[:, :, :self.length] = buffer[:, :, :self.length]
         return grown
@@ -77,9 +74,8 @@ class LayerKV:
 class KVCache:
     """Everything the decoder already computed, one `LayerKV` per layer, so each step processes only new tokens.
 
-    `capacity`: how many target positions to make room for up front (a dynamic cache grows if more come).
-    `static=True`: buffers of exactly `capacity` positions, attention over all of them with a mask hiding the ones
-    not written yet, and the current position a tensor advanced in place (no graph specialised on a Python int).
+    `capacity`: target positions to make room for up front. `static=True`: exactly `capacity` positions, attention
+    over all of them (a mask hides the unwritten ones), the position a tensor advanced in place.
     """
 
     def __init__(self, n_layers: int, capacity: int = 16, static: bool = False, device=None):
