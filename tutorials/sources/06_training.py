@@ -43,7 +43,7 @@ def cells() -> list:
         from minis2s import EncoderDecoderModel, load_tokenizer, shift_tokens_right
         from minis2s.adapters_compat import adapter_parameters, add_adapter, train_adapter
         from minis2s.config import BertConfig, EncoderDecoderConfig, decoder_config_from
-        from minis2s.convert import warm_start
+        from minis2s import warm_start
         from minis2s.data import Pair, Seq2SeqCollator, build_docstring_task, near_duplicates, normalise, split_of
         from minis2s.metrics import rouge_n
         from minis2s.train import (Dist, TrainConfig, evaluate, forward_backward, random_init_like, token_loss_sum,
