@@ -178,15 +178,13 @@ def fast_step(layer, x: torch.Tensor, cache: LayerKV, enc: torch.Tensor, enc_mas
 
 
 def step_weights(layer) -> SimpleNamespace:
-    """The tensors `fast_step` reads, as F.linear / F.layer_norm arguments; W_q, W_k, W_v stacked into one (3C, C).
-
-    One product with [W_q; W_k; W_v] gives the same numbers as the three separate ones (tests/test_fastpath.py).
-    """
+    """The tensors `fast_step` reads, as F.linear / F.layer_norm arguments. W_q, W_k, W_v are stacked into one
+    (3C, C): one product gives the same numbers as the three separate ones (tests/test_fastpath.py)."""
     lin = lambda m: (m.weight, m.bias)  # noqa: E731
     ln = lambda m: (m.normalized_shape, m.weight, m.bias, m.eps)  # noqa: E731
     a = layer.attn
     with torch.no_grad():
-        qkv = (torch.cat([a.query.weight, a.key.weight, a.value.weight]), torch.cat([a.query.bias, a.key.bias, a.value.bias]))
+        qkv = tuple(torch.cat([getattr(m, p) for m in (a.query, a.key, a.value)]) for p in ("weight", "bias"))
     return SimpleNamespace(qkv=qkv, out=lin(a.out), attn_ln=ln(layer.attn_ln),
                            cross_query=lin(layer.cross_attn.query), cross_out=lin(layer.cross_attn.out),
                            cross_ln=ln(layer.cross_ln), up=lin(layer.ffn.up), act=layer.ffn.act,
@@ -199,10 +197,8 @@ def step_weights(layer) -> SimpleNamespace:
 def compile_decoder(model, **options):
     """`model.decode_step` through torch.compile, for `generate(..., compile=True)` with a static cache.
 
-    Meant for GPUs, where a decode step is many small kernel launches: every step has the same shapes and
-    addresses, so mode="reduce-overhead" (the default on CUDA) replays the whole step as one CUDA graph.
-    `options` go to torch.compile (defaults: fullgraph=True, dynamic=False). A new batch size, source length or
-    max_length compiles again, and the first call pays the compilation.
+    Meant for GPUs: every step has the same shapes and addresses, so mode="reduce-overhead" (the CUDA default)
+    replays a whole step as one CUDA graph. `options` go to torch.compile; a new shape compiles again.
     """
     defaults = dict(fullgraph=True, dynamic=False)
     if model.device.type == "cuda":
@@ -213,10 +209,8 @@ def compile_decoder(model, **options):
 class DecoderState:
     """The encoder output a generation run attends to, plus (with `use_cache`) the decoder's key/value cache.
 
-    `next_logits(seqs)` returns the scores for the token after `seqs` (N, t). With a cache it feeds only the
-    positions the cache has not seen (all of them at the first step, then the newest one); without, all t.
-    `compiled`: a compiled decode step (compile_decoder), run on a static cache from the second step on; the first
-    step runs eagerly and fills the cache's cross-attention K/V once.
+    `next_logits(seqs)`: scores for the token after `seqs` (N, t), feeding only the positions the cache has not
+    seen. `compiled` (compile_decoder) runs on a static cache from the second step; the first fills the cross K/V.
     """
 
     def __init__(self, model, enc, enc_mask, use_cache: bool, max_length: int = 16, compiled=None,

@@ -22,11 +22,7 @@ from safetensors.torch import load_file, save_file
 
 @contextmanager
 def atomic_write(path: str | os.PathLike):
-    """Yield a temporary path beside `path` to write to; on success it is renamed to `path`, on error removed.
-
-        with atomic_write("log.jsonl") as tmp:
-            tmp.write_text(...)
-    """
+    """Yield a temporary path beside `path` to write to; on success it is renamed to `path`, on error removed."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # a name no other writer uses
     try:

@@ -28,10 +28,7 @@ class EncoderDecoderModel(AdapterMixin, Bert2Bert):
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, attn_implementation: str | None = None,
                         map_location="cpu") -> "EncoderDecoderModel":
-        """Load a checkpoint directory: minis2s's own, or a transformers EncoderDecoderModel's (detected by its keys).
-
-        Tensors are read one at a time into the model, so loading needs one model's memory, not two.
-        """
+        """Load a minis2s or transformers EncoderDecoderModel directory (told apart by its keys), one tensor at a time."""
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{model_dir} has no config.json: not a minis2s checkpoint directory")
@@ -42,20 +39,13 @@ class EncoderDecoderModel(AdapterMixin, Bert2Bert):
     def from_encoder_decoder_pretrained(cls, encoder_dir, decoder_dir=None, share: bool = False,
                                         seed: int | None = None, attn_implementation: str | None = None,
                                         output_loading_info: bool = False):
-        """Warm-start a BERT2BERT (share=True: BERTShare) from one or two BERT checkpoint directories.
-
-        As transformers' method of the same name: pretrained encoder and decoder, new cross-attention (drawn with
-        `seed` if given). Returned in eval mode (call .train() before training); with `output_loading_info`, as
-        `(model, report)` where the report lists every source tensor used, ignored or newly initialised.
-        """
+        """Warm-start a BERT2BERT (share=True: BERTShare) from one or two BERT directories, as transformers does:
+        new cross-attention (drawn with `seed`), eval mode; `output_loading_info`: (model, ConversionReport)."""
         return warm_start(encoder_dir, decoder_dir, share=share, seed=seed, attn_implementation=attn_implementation,
                           output_loading_info=output_loading_info, model_cls=cls)
 
     def save_pretrained(self, out_dir: str | os.PathLike, force: bool = True) -> None:
-        """Write `config.json` + `model.safetensors` (each shared tensor once) atomically into `out_dir`.
-
-        The base model only: adapters are saved on their own with `save_adapter` (kilobytes, not the whole model).
-        """
+        """`config.json` + `model.safetensors` (shared tensors once), atomically; adapters go with `save_adapter`."""
         save_minis2s(self, out_dir, force=force)
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
