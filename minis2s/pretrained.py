@@ -28,7 +28,7 @@ class EncoderDecoderModel(AdapterMixin, Bert2Bert):
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike, attn_implementation: str | None = None,
                         map_location="cpu") -> "EncoderDecoderModel":
-        """Load a minis2s or transformers EncoderDecoderModel directory (told apart by its keys), one tensor at a time."""
+        """Load a minis2s or a transformers EncoderDecoderModel directory (told apart by its keys), tensor by tensor."""
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{model_dir} has no config.json: not a minis2s checkpoint directory")
