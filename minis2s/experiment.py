@@ -89,12 +89,12 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
         num_beams: int = 1, seed: int = 0, bert: str = "minilm", n_samples: int = 10, cache_dir=None,
         eval_examples: int = 96, task: dict | None = None, progress: bool = True, threads: str | None = None,
         save_models: bool = True) -> dict:
-    """Train and test every configuration; write results.md/json, curves.png, samples.md and each trained model with
-    its tokenizer (`<out_dir>/<config>/model`; the adapter in `<out_dir>/adapters/adapter`). `steps` per configuration
-    (warm-up `warmup_frac` of them; every quarter, a validation on `eval_examples` pairs); `task`: {"train",
+    """Train and test every configuration, `steps` each; write results.md/json, curves.png, samples.md and each model
+    with its tokenizer (`<out_dir>/<config>/model`; the adapter in `<out_dir>/adapters/adapter`). `task`: {"train",
     "validation", "test"} pairs instead of the docstring task (tests); `threads`: what `choose_threads` said."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    base = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, eval_examples=eval_examples, progress=progress,
+                       log_every=25, overwrite=True, save_checkpoints=False, steps=steps,  # checks steps >= 1
+                       warmup=max(1, round(warmup_frac * steps)), eval_every=max(1, steps // 4))
     t_start, out = time.perf_counter(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
@@ -105,9 +105,6 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
     log(f"docstring task (names of whole vocabulary words): {len(task['train'])} train / {len(task['validation'])} "
         f"validation / {len(task['test'])} test pairs")
     log(f"machine: {machine()}" + (f"\nthreads: {threads}" if threads else ""))
-    base = TrainConfig(batch_size=batch_size, lr=lr, seed=seed, eval_examples=eval_examples, progress=progress,
-                       log_every=25, overwrite=True, save_checkpoints=False, steps=steps,
-                       warmup=max(1, round(warmup_frac * steps)), eval_every=max(1, steps // 4))
     log(f"the work: {len(configs)} configuration(s) x {steps} steps x global batch {batch_size}, then the test split")
 
     rows, logs, outputs, model_dirs = [], {}, {}, {}
@@ -184,8 +181,7 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
                    "model.load_adapter(dir, set_active=True))") if "adapters" in model_dirs else ""
         print(f"model{'s' * (len(model_dirs) > 1)}: {', '.join(map(str, model_dirs.values()))} (config.json, "
               f"model.safetensors, tokenizer){adapter}")
-        runnable = [c for c in ("bert2bert", "bertshare", "random") if c in model_dirs]
-        if runnable and samples:
+        if (runnable := [c for c in ("bert2bert", "bertshare", "random") if c in model_dirs]) and samples:
             command = generate_command(model_dirs[runnable[0]], test[samples[0]].source)
             print(f"try it: {command}")
     return {"rows": rows, "steps": steps, "total_s": total_s, "outputs": outputs, "model_dirs": model_dirs,
@@ -225,9 +221,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_command(args) -> dict:
     configs = tuple(args.configs.split(",")) if args.configs else (("bert2bert",) if args.quick else CONFIGS)
-    if any(c not in CONFIGS for c in configs):
-        raise SystemExit(f"error: unknown configuration(s) {[c for c in configs if c not in CONFIGS]}; choose from "
-                         f"{CONFIGS}")
+    if unknown := [c for c in configs if c not in CONFIGS]:
+        raise SystemExit(f"error: unknown configuration(s) {unknown}; choose from {CONFIGS}")
     steps = args.steps if args.steps is not None else (QUICK_STEPS if args.quick else STEPS)
     if steps < 1:
         raise SystemExit(f"error: --steps must be >= 1, got {steps}")

