@@ -1,14 +1,11 @@
 """The adapters library's world around adapters.py: its configs, a general bottleneck, Stack, its API and its files.
 
-`add_adapter` builds `Houlsby`, `Pfeiffer` or `Parallel` (adapters.py) where a `BnConfig` is exactly that idea, else
-`FlagBottleneck`, which follows every flag in the library's order. Placement, names and files are adapters 1.3.0's on a
-transformers EncoderDecoderModel: files move both ways. As functions, or as methods through `AdapterMixin`. More, and
-where minis2s departs from the library: docs/adapters.md. Reference: Poth et al. 2023, Adapters (arXiv 2311.11077).
+adapters 1.3.0's configs, names and files, both ways; a config that is exactly one of adapters.py's ideas builds it,
+any other a `FlagBottleneck`. Details and departures: docs/adapters.md. Poth et al. 2023, Adapters (arXiv 2311.11077).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -56,28 +53,25 @@ class BnConfig:
         self.scaling = float(self.scaling) if number(self.scaling) else self.scaling  # adapters 1.3.0 fails on int 4
         if isinstance(self.reduction_factor, Mapping):  # adapters looks layer i up as str(i): {1: 4} is ignored there
             self.reduction_factor = {str(k): v for k, v in self.reduction_factor.items()}
-        rf, s, res = self.reduction_factor, self.scaling, self.residual_before_ln
-        rfs = rf if isinstance(rf, dict) else {"default": rf}
+        rf, s, res, seed = self.reduction_factor, self.scaling, self.residual_before_ln, self.init_weights_seed
+        act, rfs = self.non_linearity, rf if isinstance(rf, dict) else {"default": rf}
         checks = [(isinstance(getattr(self, f.name), bool), f"{f.name} must be True or False, got "
                    f"{getattr(self, f.name)!r}") for f in fields(self) if f.type == "bool"] + [
             (self.mh_adapter or self.output_adapter, "neither mh_adapter nor output_adapter is set: no module to add"),
             (all(number(r) and r > 0 and (k == "default" or k.isdigit()) for k, r in rfs.items()),
              f"reduction_factor {rf!r} is not a number > 0 or a dict of them by layer id or 'default'"),
-            (isinstance(self.non_linearity, str) and self.non_linearity.lower() in ACTS,
-             f"non_linearity {self.non_linearity!r} is not one of {sorted(ACTS)}"),
+            (isinstance(act, str) and act.lower() in ACTS, f"non_linearity {act!r} is not one of {sorted(ACTS)}"),
             (self.init_weights in ("bert", "mam_adapter", "houlsby"),
              f"init_weights {self.init_weights!r} is not 'bert', 'mam_adapter' or 'houlsby'"),
             (isinstance(s, float) or s in ("learned", "channel"), f"scaling {s!r} is not a number, learned or channel"),
             (isinstance(res, bool) or res == "post_add", f"residual_before_ln {res!r} is not True, False, 'post_add'"),
-            # adapters 1.3.0 crashes on this one (UnboundLocalError): "post_add" is the sum h + x of original_ln_before.
             (res != "post_add" or self.original_ln_before or self.is_parallel,
              "residual_before_ln='post_add' takes the residual after adding x, which needs original_ln_before=True"),
             (number(self.dropout) and 0 <= self.dropout < 1, f"dropout {self.dropout!r} is not in [0, 1)"),
             (all(i >= 0 for i in self.leave_out), f"leave_out {self.leave_out} holds a negative layer id"),
             (self.stacks and set(self.stacks) <= {"encoder", "decoder"} and len(set(self.stacks)) == len(self.stacks),
              f"stacks {self.stacks!r} must name 'encoder' and/or 'decoder' once each"),
-            (self.init_weights_seed is None or isinstance(self.init_weights_seed, int),
-             f"init_weights_seed {self.init_weights_seed!r} is not an integer")]
+            (seed is None or isinstance(seed, int), f"init_weights_seed {seed!r} is not an integer")]
         if problems := [problem for ok, problem in checks if not ok]:
             raise ValueError("invalid adapter config: " + "; ".join(problems))
 
@@ -93,9 +87,7 @@ class BnConfig:
     def to_dict(self) -> dict:
         """The "config" of adapter_config.json: every field adapters 1.3.0 writes, and `stacks` unless both."""
         d = {**LIBRARY_ONLY, **asdict(self), "stacks": list(self.stacks)}
-        if set(self.stacks) == {"encoder", "decoder"}:
-            del d["stacks"]  # the default: the file is exactly an adapters 1.3.0 file
-        return dict(sorted(d.items()))
+        return {k: d[k] for k in sorted(d) if k != "stacks" or len(self.stacks) == 1}  # both: an adapters 1.3.0 file
 
     @classmethod
     def from_dict(cls, d: Mapping) -> BnConfig:
@@ -118,23 +110,19 @@ LIBRARY_ONLY = dict(phm_layer=False, phm_dim=4, factorized_phm_W=True, shared_W_
                     hypercomplex_nonlinearity="glorot-uniform", phm_rank=1, phm_bias=True, inv_adapter=None,
                     inv_adapter_reduction_factor=None, stochastic_depth=0.0)
 
-# The library's presets, by their current and their old names, and the three that are the ideas of adapters.py.
-PRESETS = {
-    "seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu",
-                   original_ln_before=True),
-    "double_seq_bn": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish"),
-    "par_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=2, non_linearity="relu",
-                   is_parallel=True, scaling=4.0, init_weights="mam_adapter"),
-}
+# The library's presets, by their current and their old names; three are the ideas of adapters.py (site_module).
+PRESETS = {"seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu",
+                          original_ln_before=True),
+           "double_seq_bn": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish"),
+           "par_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=2, non_linearity="relu",
+                          is_parallel=True, scaling=4.0, init_weights="mam_adapter")}
 PRESETS["scaled_par_bn"] = {**PRESETS["par_bn"], "scaling": "learned"}
 PRESET_ALIASES = {"pfeiffer": "seq_bn", "houlsby": "double_seq_bn", "parallel": "par_bn",
                   "scaled_parallel": "scaled_par_bn"}
-IDEAS = {"double_seq_bn": Houlsby, "seq_bn": Pfeiffer, "par_bn": Parallel}
 
 
 def resolve_config(config: str | BnConfig | Mapping | None = None, **changes) -> BnConfig:
-    """A preset name ("seq_bn", its old name "pfeiffer", ...; None is "seq_bn", as in adapters), a BnConfig or a dict
-    -> BnConfig, with some fields changed: `resolve_config("par_bn", scaling=2.0)`."""
+    """A preset name (old ones too; None: "seq_bn", as in adapters), a BnConfig or a dict -> BnConfig with `changes`."""
     if isinstance(config, (BnConfig, Mapping)):
         return replace(config if isinstance(config, BnConfig) else BnConfig.from_dict(config), **changes)
     if not isinstance(config, (str, type(None))):
@@ -182,12 +170,11 @@ class FlagBottleneck(Bottleneck):
 
     def inputs(self, h, x, ln):
         """What the adapter reads (z) and the residual it adds back (r). h: the sub-block's output, x: its input."""
-        cfg, res = self.config, self.config.residual_before_ln
-        if cfg.is_parallel:
+        if self.config.is_parallel:
             return x, x  # A reads what the sub-block read
-        if not cfg.original_ln_before:
+        if not self.config.original_ln_before:
             return h, h  # z = h; r = h (residual_before_ln True) or r = z (False): h either way
-        t = ln(h + x)  # the layer's own output
+        t, res = ln(h + x), self.config.residual_before_ln  # t: the layer's own output
         return t, (h if res is True else t if res is False else h + x)  # "post_add": r = h + x
 
     def adapt(self, z, r):
@@ -214,11 +201,10 @@ EQUATION_FLAGS = ("original_ln_before", "original_ln_after", "ln_before", "ln_af
 
 
 @torch.no_grad()
-def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bottleneck:
-    """One site's module: Houlsby, Pfeiffer or Parallel when `config` has exactly that preset's EQUATION_FLAGS and
-    scaling (Parallel: any constant or learned s), else a FlagBottleneck; initialised by the library's schemes."""
-    act, kw = config.non_linearity, dict(dtype=dtype, device=device)
-    for name, idea in IDEAS.items():
+def site_module(config: BnConfig, ln: nn.LayerNorm, d: int) -> Bottleneck:
+    """The module beside `ln` (its C, dtype, device): the preset class with config's equation, else FlagBottleneck."""
+    C, act, kw = ln.normalized_shape[0], config.non_linearity, dict(dtype=ln.weight.dtype, device=ln.weight.device)
+    for name, idea in (("double_seq_bn", Houlsby), ("seq_bn", Pfeiffer), ("par_bn", Parallel)):
         ref = resolve_config(name)
         if all(getattr(config, f) == getattr(ref, f) for f in EQUATION_FLAGS) and (
                 config.scaling == ref.scaling or idea is Parallel and config.scaling != "channel"):
@@ -226,20 +212,17 @@ def site_module(config: BnConfig, C: int, d: int, dtype=None, device=None) -> Bo
             break
     else:
         m = FlagBottleneck(config, C, d, **kw)
-    # "bert": N(0, 0.02), zero biases (the gate too). "mam_adapter": W_down as PyTorch's Linear, W_up = b_up = 0 (A = 0,
-    # an exact identity). "houlsby": N(0, 0.01) cut at ±0.02 (the gate keeps PyTorch's init).
-    g, gate, scheme = None, getattr(m, "gate", None), config.init_weights
-    if config.init_weights_seed and m.down.weight.device.type != "meta":
-        g = torch.Generator(m.down.weight.device).manual_seed(config.init_weights_seed)
-    for lin in (m.down, m.up) if scheme == "houlsby" else ():
+    # The library's init schemes (docs/adapters.md); with init_weights_seed, a generator of that seed for this module.
+    gate, seed, dev = getattr(m, "gate", None), config.init_weights_seed, m.down.weight.device
+    g = torch.Generator(dev).manual_seed(seed) if seed and dev.type != "meta" else None
+    for lin in (m.down, m.up) if config.init_weights == "houlsby" else ():
         nn.init.trunc_normal_(lin.weight, mean=0.0, std=1e-2, a=-2e-2, b=2e-2, generator=g)
-    if scheme == "mam_adapter":
-        nn.init.kaiming_uniform_(m.down.weight, a=math.sqrt(5), generator=g)
+    if config.init_weights == "mam_adapter":
+        nn.init.kaiming_uniform_(m.down.weight, a=5 ** 0.5, generator=g)
         nn.init.zeros_(m.up.weight)
-    for lin in {"bert": (m.down, m.up, gate), "mam_adapter": (gate,), "houlsby": ()}[scheme]:
-        if lin is not None:
-            nn.init.normal_(lin.weight, 0.0, 0.02, generator=g)
-            nn.init.zeros_(lin.bias)
+    for lin in filter(None, {"bert": (m.down, m.up, gate), "mam_adapter": (gate,), "houlsby": ()}[config.init_weights]):
+        nn.init.normal_(lin.weight, 0.0, 0.02, generator=g)
+        nn.init.zeros_(lin.bias)
     for lin in (m.down, m.up):
         nn.init.zeros_(lin.bias)
     return m
@@ -261,8 +244,7 @@ class AdapterSite(nn.ModuleDict):
 
 
 # -- The model API, in the adapters library's words --------------------------------------------------------------
-# Each site and the layer's LayerNorm that closes its residual line. transformers keeps that LayerNorm in the module
-# that also holds the site's adapters ("attention.output.LayerNorm" beside "attention.output.adapters").
+# Each site and the LayerNorm closing its line; transformers' module holding one also holds the site's adapters.
 SITE_LN = {"attn": "attn_ln", "cross": "cross_ln", "ffn": "ffn_ln"}
 
 
@@ -274,10 +256,6 @@ def _configs(model, name: str | None = None) -> dict[str, BnConfig]:
     return configs
 
 
-def _active(model) -> tuple[str, ...]:
-    return tuple(getattr(model, "active_adapters", None) or ())
-
-
 def _modules(model, name: str):
     """(stack, layer id, site, module) for every module of adapter `name`."""
     for stack in ("encoder", "decoder"):
@@ -286,43 +264,40 @@ def _modules(model, name: str):
 
 
 def add_adapter(model, adapter_name: str, config=None, overwrite_ok: bool = False, set_active: bool = False) -> None:
-    """Add adapter `adapter_name` with `config` (a preset name, a BnConfig or a dict; default "seq_bn"), each module
-    in the dtype and on the device of its layer. It is not active until `set_active_adapters` (or set_active=True)."""
+    """Add adapter `adapter_name` (config: a preset name, BnConfig or dict; default "seq_bn"), active if set_active."""
     if not isinstance(adapter_name, str) or not adapter_name or "." in adapter_name:
         raise ValueError(f"adapter name must be a non-empty string without '.', got {adapter_name!r}")
     config = resolve_config(config)
     if adapter_name in _configs(model) and not overwrite_ok:
         raise ValueError(f"the model already has an adapter named {adapter_name!r} (pass overwrite_ok=True)")
     sites = ["attn", "cross"] * config.mh_adapter + ["ffn"] * config.output_adapter
-    places = [(i, site, layer) for stack in config.stacks for i, layer in enumerate(getattr(model, stack).layers)
-              if i not in config.leave_out for site in sites if site != "cross" or layer.cross_attn is not None]
+    places = [(i, site, layer, getattr(layer, SITE_LN[site])) for stack in config.stacks
+              for i, layer in enumerate(getattr(model, stack).layers) if i not in config.leave_out
+              for site in sites if site != "cross" or layer.cross_attn is not None]
     if not places:
         raise ValueError(f"adapter {adapter_name!r} would add no module: leave_out={config.leave_out} "
                          f"covers every layer of {config.stacks}")
-    lns = [getattr(layer, SITE_LN[site]) for _, site, layer in places]
     # d = C // rf, at least 1; all computed before anything changes, so a bad per-layer rf leaves the model as it was.
-    sizes = [max(1, int(ln.normalized_shape[0] // config.rf_for_layer(i))) for (i, _, _), ln in zip(places, lns)]
+    sizes = [max(1, int(ln.normalized_shape[0] // config.rf_for_layer(i))) for i, _, _, ln in places]
     if adapter_name in _configs(model):
         delete_adapter(model, adapter_name)
-    for (_, site, layer), ln, d in zip(places, lns, sizes):
+    for (_, site, layer, ln), d in zip(places, sizes):
         if site not in layer.adapters:
             layer.adapters[site] = AdapterSite()
-        module = site_module(config, ln.normalized_shape[0], d, dtype=ln.weight.dtype, device=ln.weight.device)
-        layer.adapters[site][adapter_name] = module.train(layer.training)
+        layer.adapters[site][adapter_name] = site_module(config, ln, d).train(layer.training)
     _configs(model)[adapter_name] = config
-    set_active_adapters(model, adapter_name if set_active else _active(model))  # every site, new ones too
+    set_active_adapters(model, adapter_name if set_active else getattr(model, "active_adapters", None))  # new sites too
 
 
 def delete_adapter(model, adapter_name: str) -> None:
     """Remove adapter `adapter_name` everywhere; a site left empty goes too (the layer's plain line returns)."""
     del _configs(model, adapter_name)[adapter_name]
-    for layer in [*model.encoder.layers, *model.decoder.layers]:
-        for site, modules in list(layer.adapters.items()):
-            if adapter_name in modules:
-                del modules[adapter_name]
-            if len(modules) == 0:
-                del layer.adapters[site]
-    set_active_adapters(model, [n for n in _active(model) if n != adapter_name])  # [] is None: no adapter
+    for stack, i, site, _ in list(_modules(model, adapter_name)):
+        sites = getattr(model, stack).layers[i].adapters
+        del sites[site][adapter_name]
+        if len(sites[site]) == 0:
+            del sites[site]
+    set_active_adapters(model, [n for n in model.active_adapters or () if n != adapter_name])  # []: no adapter
 
 
 def set_active_adapters(model, adapter_setup) -> None:
@@ -334,24 +309,19 @@ def set_active_adapters(model, adapter_setup) -> None:
     for name in setup or ():
         _configs(model, name)
     model.active_adapters = setup
-    for layer in [*model.encoder.layers, *model.decoder.layers]:
-        for site in layer.adapters.values():
-            site.active = _active(model)
+    for site in (m for m in model.modules() if isinstance(m, AdapterSite)):
+        site.active = tuple(setup or ())
 
 
 def train_adapter(model, adapter_setup, train_cross_attention: bool = False, train_lm_head: bool = False) -> None:
-    """Train mode, every parameter frozen but the given adapters' (now active); and, beyond adapters 1.3.0, the
-    decoder's cross-attention and its LayerNorm, or the LM head's transform and bias (tied embeddings stay frozen)."""
+    """Train mode, all frozen but the given adapters (now active) and, if asked, cross-attention or the LM head."""
     set_active_adapters(model, adapter_setup)
     model.train().requires_grad_(False)
-    for *_, module in (m for name in _active(model) for m in _modules(model, name)):
+    trained = [m for name in (model.active_adapters or ()) for *_, m in _modules(model, name)]
+    if train_cross_attention:
+        trained += [m for layer in model.decoder.layers for m in (layer.cross_attn, layer.cross_ln)]
+    for module in trained + ([model.lm_head] if train_lm_head else []):  # lm_head: dense, ln, bias (E is not its own)
         module.requires_grad_(True)
-    for layer in model.decoder.layers if train_cross_attention else []:
-        layer.cross_attn.requires_grad_(True)
-        layer.cross_ln.requires_grad_(True)
-    if train_lm_head:
-        for p in (*model.lm_head.dense.parameters(), *model.lm_head.ln.parameters(), model.lm_head.bias):
-            p.requires_grad_(True)
 
 
 def adapter_summary(model, as_dict: bool = False):
@@ -361,10 +331,9 @@ def adapter_summary(model, as_dict: bool = False):
     rows = []
     for name in _configs(model):
         params = [p for *_, m in _modules(model, name) for p in m.parameters()]
-        n = sum(p.numel() for p in params)
         rows.append({"name": name, "architecture": "bottleneck", "#modules": len(list(_modules(model, name))),
-                     "#param": n, "%param": 100.0 * n / n_base, "active": name in _active(model),
-                     "train": all(p.requires_grad for p in params)})
+                     "#param": (n := sum(p.numel() for p in params)), "%param": 100.0 * n / n_base,
+                     "active": name in (model.active_adapters or ()), "train": all(p.requires_grad for p in params)})
     rows.append({"name": "Full model", "architecture": "", "#modules": "", "#param": n_base, "%param": 100.0,
                  "active": "", "train": trainable.pop() if len(trainable) == 1 else "part"})
     if as_dict:
@@ -389,7 +358,6 @@ def adapter_parameters(model, adapter_name: str) -> dict[str, nn.Parameter]:
     .weight is decoder.bert.encoder.layer.3.crossattention.output.adapters.sum.adapter_down.0.weight there."""
     ln_before, out = _configs(model, adapter_name)[adapter_name].ln_before, {}
     for stack, i, site, module in _modules(model, adapter_name):
-        # The module holding a site's adapters in transformers is the one holding the site's LayerNorm.
         prefix = to_hf_name(f"{stack}.layers.{i}.{SITE_LN[site]}.weight").removesuffix("LayerNorm.weight")
         for pname, p in module.named_parameters():
             sub, _, leaf = pname.rpartition(".")  # "down.weight" -> "down", "weight"; "scaling" -> "", "scaling"
@@ -416,8 +384,7 @@ def save_adapter(model, save_directory: str | os.PathLike, adapter_name: str, sa
 
 
 def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = None, set_active: bool = False) -> str:
-    """Add the adapter saved in `adapter_dir` by minis2s or adapters 1.3.0; return its name in the model. Strict: one
-    error lists every missing, unexpected or mis-shaped key, and the model is left unchanged."""
+    """Add the adapter that minis2s or adapters 1.3.0 saved in `adapter_dir`, strictly; return its name in the model."""
     d = Path(adapter_dir)
     if not (d / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{d} has no {CONFIG_NAME}: not an adapter directory")
@@ -426,8 +393,7 @@ def load_adapter(model, adapter_dir: str | os.PathLike, load_as: str | None = No
         config, saved_name = BnConfig.from_dict(meta["config"]), meta["name"]
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{d / CONFIG_NAME}: {e}") from e
-    source = next((d / f for f in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME) if (d / f).is_file()), None)
-    if source is None:
+    if (source := next((d / f for f in (SAFE_WEIGHTS_NAME, WEIGHTS_NAME) if (d / f).is_file()), None)) is None:
         raise FileNotFoundError(f"{d} has neither {SAFE_WEIGHTS_NAME} nor {WEIGHTS_NAME}")
     tensors = read_safetensors(source) if source.name == SAFE_WEIGHTS_NAME else \
         torch.load(source, map_location="cpu", weights_only=True)
