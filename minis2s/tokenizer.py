@@ -1,14 +1,11 @@
 """BERT's WordPiece tokenizer: the `tokenizers` library's own parts behind transformers' BertTokenizerFast interface.
 
-`tokenizers` (the Rust library transformers wraps too) does the work; this file assembles its parts and adds
-transformers' argument rules, files and defaults: "Héllo, world!" -> [101, 7592, 1010, 2088, 999, 102]. Each step, and
-where minis2s differs on purpose: docs/tokenizer.md. References: Devlin et al. 2018, BERT (arXiv 1810.04805) §3;
-Wu et al. 2016 (arXiv 1609.08144) for WordPiece.
+`tokenizers` does the work; this file adds transformers' argument rules, files and defaults. Steps and departures:
+docs/tokenizer.md. References: Devlin et al. 2018, BERT (arXiv 1810.04805) §3; Wu et al. 2016 (arXiv 1609.08144).
 """
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 from pathlib import Path
@@ -57,8 +54,7 @@ def read_vocab(path: str | os.PathLike) -> dict[str, int]:
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
-    """From a folder holding tokenizer.json (preferred) or vocab.txt, or from either file; a tokenizer_config.json
-    beside it is read as transformers reads it (do_lower_case, special tokens, model_max_length, ...)."""
+    """From a folder with tokenizer.json (preferred) or vocab.txt, or either file; and tokenizer_config.json beside."""
     path = Path(path)
     files = [path] if path.is_file() else [f for f in (path / "tokenizer.json", path / "vocab.txt") if f.is_file()]
     if not files:
@@ -78,14 +74,13 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
             backend = Backend.from_file(str(file))
         except Exception as e:  # tokenizers raises a bare Exception
             raise ValueError(f"{file}: not a valid tokenizers file ({e})") from None
-        state = _normalizer_state(backend)  # tokenizer_config.json wins over tokenizer.json, as in BertTokenizerFast
-        if state.get("type") == "BertNormalizer" and any(state.get(k) != v for k, v in bert.items()):
-            backend.normalizer = normalizers.BertNormalizer(clean_text=state.get("clean_text", True), **bert)
+        norm = backend.normalizer  # tokenizer_config.json wins over tokenizer.json, as in BertTokenizerFast
+        if isinstance(norm, normalizers.BertNormalizer) and any(getattr(norm, k) != v for k, v in bert.items()):
+            backend.normalizer = normalizers.BertNormalizer(clean_text=norm.clean_text, **bert)
     else:
         vocab, cls, sep = read_vocab(file), special["cls_token"], special["sep_token"]
         if missing := [key for key in REQUIRED_SPECIAL_TOKENS if special[key] not in vocab]:  # [MASK] may be absent
             raise ValueError(f"{file}: the {missing[0]} {special[missing[0]]!r} is not in the vocabulary")
-        # The pipeline around a bare vocabulary: normalise, pre-tokenise, WordPiece, the template; and the decoder.
         backend = Backend(models.WordPiece(vocab, unk_token=special["unk_token"], max_input_chars_per_word=100))
         backend.normalizer = normalizers.BertNormalizer(clean_text=True, **bert)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -95,11 +90,6 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         backend.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     clean_up = config.get("clean_up_tokenization_spaces", file.suffix != ".json")  # vocab.txt: on, as transformers 4
     return Tokenizer(backend, special, int(config.get("model_max_length", VERY_LARGE_INTEGER)), bool(clean_up), file)
-
-
-def _normalizer_state(backend: Backend) -> dict:
-    """{"type": "BertNormalizer", "lowercase": True, "strip_accents": None, ...}, or {} without a normaliser."""
-    return json.loads(backend.normalizer.__getstate__()) if backend.normalizer else {}
 
 
 def _word_prefix(text: str, enc: Encoding, i: int) -> tuple[str, int]:
@@ -130,8 +120,7 @@ class Tokenizer:
         backend.no_truncation()  # each call sets its own (MiniLM's tokenizer.json stores both, at 128)
         backend.no_padding()
         for key in SPECIAL_TOKEN_DEFAULTS:
-            token = special_tokens.get(key)
-            token_id = None if token is None else backend.token_to_id(token)
+            token_id = None if (token := special_tokens.get(key)) is None else backend.token_to_id(token)
             if token_id is None and key in REQUIRED_SPECIAL_TOKENS:
                 raise ValueError(f"{source}: the {key} {token!r} is not in the vocabulary")
             setattr(self, key, None if token_id is None else token)  # self.pad_token = "[PAD]"
@@ -157,8 +146,8 @@ class Tokenizer:
         return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
 
     @property
-    def do_lower_case(self) -> bool:
-        return bool(_normalizer_state(self.backend_tokenizer).get("lowercase", False))
+    def do_lower_case(self) -> bool:  # BertNormalizer's setting; False with any other normaliser, or none
+        return bool(getattr(self.backend_tokenizer.normalizer, "lowercase", False))
 
     def tokenize(self, text: str) -> list[str]:
         """Pieces without [CLS], [SEP]: "Héllo, tokenization!" -> ["hello", ",", "token", "##ization", "!"]."""
@@ -167,8 +156,7 @@ class Tokenizer:
     def __call__(self, text: str | list[str], text_pair: str | list[str] | None = None, padding: bool | str = False,
                  truncation: bool | str | None = None, max_length: int | None = None,
                  return_tensors: str | None = None, add_special_tokens: bool = True) -> BatchEncoding:
-        """A text, a batch of texts or (batches of) pairs -> input_ids, token_type_ids, attention_mask as flat lists,
-        lists of lists or (B, L) LongTensors (return_tensors="pt"); lengths as in transformers (docs/tokenizer.md).
+        """A text, a batch or (batches of) pairs -> input_ids, token_type_ids, attention_mask (lists, or LongTensors):
         tok(["a b", "a"], padding=True)["input_ids"] -> [[101, 1037, 1038, 102], [101, 1037, 102, 0]]"""
         single = isinstance(text, str)
         texts, pairs = ([text], None if text_pair is None else [text_pair]) if single else (text, text_pair)
@@ -181,7 +169,18 @@ class Tokenizer:
             raise ValueError(f"text has {len(texts)} entries but text_pair has {len(pairs)}")
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
-        padding, truncation, max_length = self._resolve_lengths(padding, truncation, max_length)
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {list(PADDINGS)}, got {padding!r}")
+        if truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be a bool or one of {STRATEGIES}, got {truncation!r}")
+        # transformers' rules (docs/tokenizer.md): max_length alone turns truncation on; None is model_max_length.
+        truncation = True if max_length is not None and padding is False and truncation is None else truncation
+        padding, truncation = PADDINGS[padding], TRUNCATIONS[truncation]
+        if max_length is None and self.model_max_length >= VERY_LARGE_INTEGER:  # no known limit: no truncation,
+            padding, truncation = (None if padding == "max_length" else padding), None  # nor padding to max_length
+        max_length = self.model_max_length if max_length is None else max_length
         n_special = (2 if pairs is None else 3) if add_special_tokens else 0  # [CLS] A [SEP] (B [SEP])
         if truncation and max_length < n_special:
             raise ValueError(f"max_length={max_length} cannot hold the {n_special} special tokens")
@@ -211,25 +210,8 @@ class Tokenizer:
             return BatchEncoding({k: torch.tensor(v, dtype=torch.long).view(shape) for k, v in out.items()})
         return BatchEncoding({k: v[0] for k, v in out.items()}) if single else out
 
-    def _resolve_lengths(self, padding, truncation, max_length) -> tuple[str | None, str | None, int | None]:
-        """transformers' rules -> (None | "longest" | "max_length", None | strategy, max_length), checked:
-        (False, None, 8) -> (None, "longest_first", 8), as max_length alone turns truncation on."""
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
-            raise ValueError(f"max_length must be a positive int, got {max_length!r}")
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {list(PADDINGS)}, got {padding!r}")
-        if truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be a bool or one of {STRATEGIES}, got {truncation!r}")
-        if max_length is not None and padding is False and truncation is None:
-            truncation = True
-        padding, truncation = PADDINGS[padding], TRUNCATIONS[truncation]
-        if max_length is None and self.model_max_length >= VERY_LARGE_INTEGER:  # no known limit: no truncation
-            return (None if padding == "max_length" else padding), None, None  # and no padding to max_length
-        return padding, truncation, self.model_max_length if max_length is None else max_length
-
     def _shorten_long_pairs(self, pairs: list[tuple[str, str]], max_length: int) -> list[tuple[str, str]]:
-        """Cut to whole words both texts of a pair that each have over max_length pieces, keeping what longest_first
-        keeps, so that `tokenizers` then gives the same ids without pairing up overflow windows (docs/tokenizer.md)."""
+        """Cut pairs over max_length pieces in both texts to whole words, as longest_first would (docs/tokenizer.md)."""
         encs = self.backend_tokenizer.encode_batch([t for pair in pairs for t in pair], add_special_tokens=False)
         out = []
         for (a, b), ea, eb in zip(pairs, encs[0::2], encs[1::2]):
@@ -258,9 +240,8 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens: bool = False) -> str | list[str]:
         """101 -> "[CLS]";  [101, 19204, 3989] -> ["[CLS]", "token", "##ization"]."""
-        added = self.backend_tokenizer.get_added_tokens_decoder().items()
-        skip = {i for i, t in added if t.special and skip_special_tokens}
-        kept = [i for i in _ids_list(ids) if i not in skip]
+        added = self.backend_tokenizer.get_added_tokens_decoder()
+        kept = [i for i in _ids_list(ids) if not (skip_special_tokens and i in added and added[i].special)]
         tokens = [self.backend_tokenizer.id_to_token(i) for i in kept]
         if None in tokens:
             raise ValueError(f"id {kept[tokens.index(None)]} is outside the vocabulary (0 .. {len(self) - 1})")
@@ -273,16 +254,15 @@ class Tokenizer:
         return ids[0] if isinstance(tokens, str) else ids
 
     def save_pretrained(self, directory: str | os.PathLike) -> list[Path]:
-        """Write tokenizer.json, vocab.txt and tokenizer_config.json, each atomically; the folder loads back here and
-        in transformers (BertTokenizerFast, AutoTokenizer)."""
+        """Write tokenizer.json, vocab.txt, tokenizer_config.json, each atomically: a folder transformers loads too."""
         (directory := Path(directory)).mkdir(parents=True, exist_ok=True)
         vocab = sorted(self.backend_tokenizer.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
         if [i for _, i in vocab] != list(range(len(vocab))):
             raise ValueError(f"{self.source}: vocabulary ids are not 0..N-1 without gaps; cannot write vocab.txt")
-        state = _normalizer_state(self.backend_tokenizer)
+        norm = self.backend_tokenizer.normalizer
         config = dict(tokenizer_class="BertTokenizer",  # AutoTokenizer maps it to BertTokenizerFast
-                      do_lower_case=self.do_lower_case, strip_accents=state.get("strip_accents"),
-                      tokenize_chinese_chars=state.get("handle_chinese_chars", True),
+                      do_lower_case=self.do_lower_case, strip_accents=getattr(norm, "strip_accents", None),
+                      tokenize_chinese_chars=getattr(norm, "handle_chinese_chars", True),
                       model_max_length=self.model_max_length,
                       clean_up_tokenization_spaces=self.clean_up_tokenization_spaces,
                       **{k: getattr(self, k) for k in SPECIAL_TOKEN_DEFAULTS if getattr(self, k) is not None})
