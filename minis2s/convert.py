@@ -5,10 +5,8 @@
     to_hf(model, out_dir)          minis2s -> a directory transformers' EncoderDecoderModel.from_pretrained loads
     load_minis2s, save_minis2s     minis2s's own checkpoint directory
 
-Keys are renamed by checkpoint.py's table; what is particular to published files is the data below. Tensors are read
-one at a time into a model built without random init, and `pytorch_model.bin` is only ever opened with
-`torch.load(weights_only=True)`. Layouts: docs/checkpoints.md. CLI: weights_convert.py. Warm-starting and BERTShare:
-Rothe, Narayan, Severyn 2020 (arXiv 1907.12461).
+Keys are renamed by checkpoint.py's table; tensors are read one at a time, a `.bin` only with weights_only=True.
+Layouts: docs/checkpoints.md. CLI: weights_convert.py. Warm-starting, BERTShare: Rothe et al. 2020 (arXiv 1907.12461).
 """
 
 from __future__ import annotations
@@ -19,6 +17,7 @@ import shutil
 import zipfile
 from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field, replace
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -34,10 +33,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
-# TF-era LayerNorm names (bert-base-uncased's pytorch_model.bin) -> today's, read as transformers reads them.
+# TF-era LayerNorm names (bert-base-uncased's pytorch_model.bin) -> today's, read as transformers reads them; and the
+# prefix under which BertForPreTraining / BertForMaskedLM / BertLMHeadModel keep their BertModel.
 LEGACY_NAMES = {"LayerNorm.gamma": "LayerNorm.weight", "LayerNorm.beta": "LayerNorm.bias"}
-
-# BertForPreTraining / BertForMaskedLM / BertLMHeadModel keep their BertModel under this prefix.
 BASE_PREFIX = "bert."
 
 # Where a key sits in transformers' EncoderDecoderModel, by role: (key starts with, prefix to add); the first
@@ -51,10 +49,8 @@ TIED_COPIES = {"decoder.cls.predictions.decoder.weight": "decoder.bert.embedding
                "decoder.cls.predictions.decoder.bias": "decoder.cls.predictions.bias"}
 
 # Source keys a BERT2BERT never uses: (regex searched in the key, why).
-IGNORED_KEYS = [
-    (r"(^|\.)position_ids$", "buffer of position indices (minis2s computes them)"),
-    (r"(^|\.)cls\.seq_relationship\.", "next-sentence-prediction head (BERT pre-training only)"),
-]
+IGNORED_KEYS = [(r"(^|\.)position_ids$", "buffer of position indices (minis2s computes them)"),
+                (r"(^|\.)cls\.seq_relationship\.", "next-sentence-prediction head (BERT pre-training only)")]
 
 # Tensors a warm start may create when the checkpoint lacks them: (regex whose group `g` must be absent as a whole,
 # what it is). Anything else missing is an error, never a silent random init.
@@ -71,7 +67,6 @@ SPECIAL_TOKENS = {"decoder_start_token_id": ("cls_token", "[CLS]"), "pad_token_i
 
 
 # -- The report: what happened to every source key and every model tensor --------------------------------------------
-
 @dataclass
 class SourceReport:
     """One checkpoint directory read: which of its keys filled which minis2s tensors, and why the rest did not."""
@@ -84,8 +79,7 @@ class SourceReport:
 
 @dataclass
 class ConversionReport:
-    """Every source key is in exactly one of `used` / `ignored`; every model tensor came from a source or is `new`.
-    Printed, keys that differ only in a layer number or a name part are merged: "layer.{0-11}.attn.{weight,bias}"."""
+    """Each source key is used or ignored, each model tensor loaded or new; printed, similar keys are merged."""
 
     sources: list[SourceReport] = field(default_factory=list)
     new: dict[str, str] = field(default_factory=dict)  # minis2s key -> what it is (initialised here)
@@ -131,12 +125,9 @@ def _braces(parts: list[str]) -> str:
     if len(parts) == 1:
         return parts[0]
     if all(p.isdigit() for p in parts):
-        numbers = set(map(int, parts))
-        runs = [[n, n] for n in sorted(numbers) if n - 1 not in numbers]  # a run starts where n - 1 is absent
-        for run in runs:
-            while run[1] + 1 in numbers:
-                run[1] += 1
-        parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs]
+        numbered = enumerate(sorted(set(map(int, parts))))  # along a run of consecutive numbers, n - index is constant
+        runs = [[n for _, n in run] for _, run in groupby(numbered, lambda t: t[1] - t[0])]
+        parts = [f"{run[0]}" if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs]
     return "{" + ",".join(parts) + "}"
 
 
@@ -149,17 +140,14 @@ def _by_reason(reasons: dict[str, str]) -> list[tuple[str, str]]:
 
 
 # -- Reading weight files lazily -------------------------------------------------------------------------------------
-
 class WeightFiles:
-    """The tensors of one checkpoint directory (model.safetensors, pytorch_model.bin, or either sharded with an
-    `*.index.json`): all keys and `shapes` first, then tensors one at a time, with at most one file open."""
+    """A checkpoint directory's tensors (a file or shards): keys and `shapes` first, then tensors one file at a time."""
 
     def __init__(self, directory):
         self.dir = Path(directory)
         if not self.dir.is_dir():
             raise FileNotFoundError(f"{self.dir} is not a directory")
-        name = next((n for n in WEIGHT_FILES if (self.dir / n).is_file()), None)
-        if name is None:
+        if (name := next((n for n in WEIGHT_FILES if (self.dir / n).is_file()), None)) is None:
             raise FileNotFoundError(f"{self.dir} holds no weights: none of {', '.join(WEIGHT_FILES)}")
         self.files, index, where = [self.dir / name], {}, self.dir / name  # index: key -> shard file
         if name.endswith(".index.json"):
@@ -168,17 +156,15 @@ class WeightFiles:
                 self.files = [self.dir / n for n in dict.fromkeys(index.values())]  # in order of first mention
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise ValueError(f"{where} is not a valid shard index (JSON with a 'weight_map'): {e!r}") from e
-            for path in self.files:
-                if not path.is_file():
-                    raise FileNotFoundError(f"{where} names shard {path.name}, which is not in {self.dir}")
+            if lost := next((path for path in self.files if not path.is_file()), None):
+                raise FileNotFoundError(f"{where} names shard {lost.name}, which is not in {self.dir}")
         self.shapes, self._where, self._open = {}, {}, None  # _open: (path, the one open file)
         for path in self.files:
             for key, shape in self._use(path).shapes.items():
                 if key in self._where:
                     raise ValueError(f"{key} is stored twice: in {self._where[key].name} and {path.name}")
                 self._where[key], self.shapes[key] = path, shape
-        absent = [k for k in index if k not in self._where]
-        if absent:
+        if absent := [k for k in index if k not in self._where]:
             raise ValueError(f"{where} lists {len(absent)} tensor(s) its shards lack, e.g. {absent[0]} in "
                              f"{index[absent[0]]}")
 
@@ -202,8 +188,7 @@ class WeightFiles:
 
 
 class WeightFile:
-    """One weights file: `shapes` at once, tensors on demand. safetensors: `safe_open` (the header is checked against
-    the file size); pytorch_model.bin: `torch.load(weights_only=True)` only, memory-mapped when it is a zip archive."""
+    """One weights file: `shapes` at once, tensors on demand; a .bin only through torch.load(weights_only=True)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -225,8 +210,7 @@ class WeightFile:
             raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}") from e
         if not isinstance(self.f, dict):
             raise ValueError(f"{path} holds a {type(self.f).__name__}, not a dict of tensors")
-        bad = [k for k, v in self.f.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
-        if bad:
+        if bad := [k for k, v in self.f.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]:
             raise ValueError(f"{path}: entry {bad[0]!r} is not a tensor with a string key ({len(bad)} such entries)")
         self.shapes = {k: tuple(v.shape) for k, v in self.f.items()}
 
@@ -253,19 +237,16 @@ def is_hf_layout(model_dir) -> bool:
 
 
 # -- Filling a model from sources ------------------------------------------------------------------------------------
-
 # One source key mapped: index of its reader, the key, the minis2s name it fills, whether it is a tied copy.
 Entry = namedtuple("Entry", "source key name copy")
 
 
 def _skeleton(config: EncoderDecoderConfig, model_cls, attn_implementation: str | None) -> Bert2Bert:
-    """`model_cls(config)` in eval mode with uninitialised storage, BERTShare applied. Built on the meta device: drawing
-    250M random numbers only to overwrite them would cost seconds at bert-base size."""
+    """`model_cls(config)`, eval mode, storage uninitialised: built on meta (250M random numbers would take seconds)."""
     if attn_implementation is not None:
         config.encoder.attn_implementation = config.decoder.attn_implementation = attn_implementation
     with torch.device("meta"):
-        model = model_cls(config)
-    return model.to_empty(device="cpu").eval()
+        return model_cls(config).to_empty(device="cpu").eval()
 
 
 def _map_key(key: str, prefix: str | None, params: dict) -> tuple[str | None, bool, str | None]:
@@ -274,13 +255,10 @@ def _map_key(key: str, prefix: str | None, params: dict) -> tuple[str | None, bo
     why = next((why for pattern, why in IGNORED_KEYS if re.search(pattern, key)), None)
     if why or prefix is None:
         return None, False, why or "MLM head: only a decoder has one (this checkpoint warm-starts the encoder)"
-    for old, new in LEGACY_NAMES.items():
-        if key.endswith(old):
-            key = key.removesuffix(old) + new
+    key = next((key.removesuffix(old) + new for old, new in LEGACY_NAMES.items() if key.endswith(old)), key)
     if prefix + key in TIED_COPIES:
         return from_hf_name(TIED_COPIES[prefix + key]), True, None
-    name = from_hf_name(prefix + key)
-    if name is None:
+    if (name := from_hf_name(prefix + key)) is None:
         return None, False, "not part of a BERT2BERT (no row in the name table)"
     if name not in params:
         return None, False, ("the decoder (BertLMHeadModel) has no pooler" if name.startswith("decoder.pooler")
@@ -310,15 +288,13 @@ def _entries(readers: list[WeightFiles], roles: list[tuple], params: dict, skip_
 
 def _fill(model, readers: list[WeightFiles], entries: list[Entry], skipped: dict, new_rows=(), seed=None,
           source_name=to_hf_name, strict=True) -> ConversionReport:
-    """Fill every parameter of `model` from `entries`, or initialise it where `new_rows` allow; report what happened.
-    Names and shapes are checked before any tensor is read. `source_name` names a missing tensor as the source would;
-    a tied copy that differs from what it repeats is an error when `strict`, else a note (transformers ignores it)."""
+    """Fill each parameter from `entries` (names, shapes checked first) or as `new_rows` allow, report it; `source_name`
+    names missing tensors. A differing tied copy fails if `strict`, else is a note (transformers ignores it)."""
     params = dict(model.named_parameters(remove_duplicate=False))
     first = {id(p): name for name, p in model.named_parameters()}  # a shared parameter is listed once, first name
     problems, by_name, primary, others = [], {}, {}, []  # primary: first name -> the entry loaded into it
     for e in entries:
-        other = None if e.copy else by_name.setdefault(e.name, e)
-        if other is not None and other is not e:
+        if not e.copy and (other := by_name.setdefault(e.name, e)) is not e:
             problems.append(f"two source tensors map to {e.name}: {other.key} and {e.key}"
                             + (f" (in {readers[e.source].dir})" if other.source == e.source else ""))
             continue
@@ -330,7 +306,6 @@ def _fill(model, readers: list[WeightFiles], entries: list[Entry], skipped: dict
             others.append((u, e))
         else:
             primary[u] = e
-
     # Missing tensors are new if `new_rows` allow it and their whole group is missing (a partial MLM head is an error).
     missing, new, groups, required = [u for u in first.values() if u not in primary], {}, defaultdict(list), {}
     for n in missing + list(primary):
@@ -345,9 +320,8 @@ def _fill(model, readers: list[WeightFiles], entries: list[Entry], skipped: dict
             problems.append(f"{g}* is only partly in the checkpoint: it has {source_name(present)} but not "
                             f"{source_name(absent[0])}")
         new.update(dict.fromkeys(absent, what))
-    for n in missing:
-        if n not in new:
-            required.setdefault(source_name(n), []).append(n)  # source name -> the minis2s tensors it would fill
+    for n in (n for n in missing if n not in new):  # required: a source name -> the minis2s tensors it would fill
+        required.setdefault(source_name(n), []).append(n)
     if required:
         problems.append(f"missing {len(required)} required tensor(s): "
                         + ", ".join(f"{k} (for {', '.join(v)})" for k, v in list(required.items())[:12])
@@ -356,18 +330,15 @@ def _fill(model, readers: list[WeightFiles], entries: list[Entry], skipped: dict
         raise ValueError("cannot convert: " + " | ".join(problems))
     report = ConversionReport(new=new)
     why = skipped | _load(readers, primary, others, params, report, strict)
-
     with torch.random.fork_rng(devices=[], enabled=seed is not None):  # new tensors: BERT's init of their modules
         if seed is not None:
             torch.manual_seed(seed)
         for owner in dict.fromkeys(n.rsplit(".", 1)[0] for n in new):
             cfg = model.config.encoder if owner.startswith("encoder.") else model.config.decoder
             init_weights(model.get_submodule(owner), cfg.initializer_range)
-
     report.sources = [SourceReport(str(r.dir), [p.name for p in r.files]) for r in readers]
-    for e in entries:
-        if not e.copy:
-            report.sources[e.source].used.setdefault(e.key, []).append(e.name)
+    for e in (e for e in entries if not e.copy):
+        report.sources[e.source].used.setdefault(e.key, []).append(e.name)
     for s, (r, sr) in enumerate(zip(readers, report.sources)):
         sr.ignored = {key: why.get((s, key), "not used") for key in r.keys() if key not in sr.used}
     return report
@@ -417,7 +388,6 @@ def _load(readers, primary: dict, others: list, params: dict, report: Conversion
 
 
 # -- The operations --------------------------------------------------------------------------------------------------
-
 def _bert_config(model_dir: Path) -> BertConfig:
     d = read_json(model_dir / "config.json")
     if "encoder" in d and "decoder" in d:
@@ -432,9 +402,8 @@ def _vocab_file(model_dir: Path) -> Path | None:
 
 
 def special_token_ids(model_dir) -> dict[str, int]:
-    """The ids of [CLS]/[PAD]/[SEP] (decoder start, pad, eos) in the vocabulary of `model_dir` (vocab.txt or
-    tokenizer.json); tokenizer_config.json / special_tokens_map.json may rename the tokens (the later file wins, as
-    in transformers). bert-base-uncased: start 101, pad 0, eos 102."""
+    """The ids of [CLS]/[PAD]/[SEP] (decoder start, pad, eos; renamed by tokenizer_config.json, then by
+    special_tokens_map.json, as in transformers) in `model_dir`'s vocabulary. bert-base-uncased: 101, 0, 102."""
     model_dir = Path(model_dir)
     strings = {k: default for k, (_, default) in SPECIAL_TOKENS.items()}
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
@@ -444,8 +413,7 @@ def special_token_ids(model_dir) -> dict[str, int]:
             v = v.get("content") if isinstance(v, dict) else v
             if isinstance(v, str):
                 strings[k] = v
-    source = _vocab_file(model_dir)
-    if source is None:
+    if (source := _vocab_file(model_dir)) is None:
         raise FileNotFoundError(f"{model_dir} has neither vocab.txt nor tokenizer.json: cannot find the ids of "
                                 f"{', '.join(strings.values())}")
     if source.name == "vocab.txt":
@@ -456,20 +424,16 @@ def special_token_ids(model_dir) -> dict[str, int]:
         tj = read_json(source)
         vocab = {**((tj.get("model") or {}).get("vocab") or {}),
                  **{t["content"]: t["id"] for t in tj.get("added_tokens", [])}}
-    absent = [s for s in strings.values() if s not in vocab]
-    if absent:
+    if absent := [s for s in strings.values() if s not in vocab]:
         raise ValueError(f"{source} has no {', '.join(absent)} token")
     return {k: vocab[s] for k, s in strings.items()}
 
 
 def warm_start(encoder_dir, decoder_dir=None, share: bool = False, seed: int | None = None,
                attn_implementation: str | None = None, output_loading_info: bool = False, model_cls=Bert2Bert):
-    """A BERT2BERT from one or two BERT checkpoints (decoder: `encoder_dir` by default), as transformers'
-    `from_encoder_decoder_pretrained` builds it: new cross-attention, LM head from the MLM head if any; special ids
-    from the decoder's vocabulary; `share=True`: BERTShare; `seed`: reproducible new tensors. Returned in eval mode;
-    with `output_loading_info`, as `(model, ConversionReport)`."""
-    encoder_dir = Path(encoder_dir)
-    decoder_dir = encoder_dir if decoder_dir is None else Path(decoder_dir)
+    """A BERT2BERT (eval mode) from one BERT checkpoint or two (`decoder_dir`), as from_encoder_decoder_pretrained
+    builds it; `share`: BERTShare; `seed`: reproducible new tensors; output_loading_info: (model, ConversionReport)."""
+    encoder_dir, decoder_dir = Path(encoder_dir), Path(encoder_dir if decoder_dir is None else decoder_dir)
     same = decoder_dir.resolve() == encoder_dir.resolve()
     enc = replace(_bert_config(encoder_dir), is_decoder=False, add_cross_attention=False)
     dec = decoder_config_from(enc if same else _bert_config(decoder_dir))
@@ -490,25 +454,20 @@ def warm_start(encoder_dir, decoder_dir=None, share: bool = False, seed: int | N
 def _bert_key(name: str) -> str:
     """minis2s name -> the key a BERT checkpoint holds it under: "decoder.layers.0.ffn.up.weight" ->
     "[bert.]encoder.layer.0.intermediate.dense.weight"; "lm_head.bias" -> "cls.predictions.bias"."""
-    hf = to_hf_name(name) or name
-    for prefix, shown in (("decoder.bert.", "[bert.]"), ("decoder.", ""), ("encoder.", "[bert.]")):
-        if hf.startswith(prefix):
-            return shown + hf[len(prefix):]
-    return hf
+    hf, prefixes = to_hf_name(name) or name, (("decoder.bert.", "[bert.]"), ("decoder.", ""), ("encoder.", "[bert.]"))
+    return next((shown + hf.removeprefix(prefix) for prefix, shown in prefixes if hf.startswith(prefix)), hf)
 
 
 def from_hf(src_dir, attn_implementation: str | None = None, output_loading_info: bool = False, model_cls=Bert2Bert):
-    """A transformers EncoderDecoderModel directory (BertModel + BertLMHeadModel) -> minis2s, every weight kept; tied
-    copies and both stacks' copies of a BERTShare tensor must be equal. Special ids: generation_config.json (what
-    transformers' generate reads), else config.json."""
+    """A transformers EncoderDecoderModel directory -> minis2s, every weight kept, tied and BERTShare copies checked
+    equal. Special ids: generation_config.json (what transformers' generate reads), else config.json."""
     src_dir = Path(src_dir)
     where, d = src_dir / "config.json", read_json(src_dir / "config.json")
     if "encoder" not in d or "decoder" not in d:
         raise ValueError(f"{where} has no nested encoder/decoder configs: not a transformers EncoderDecoderModel "
                          "(for a plain BERT checkpoint use warm_start / warm-start)")
-    for part in ("encoder", "decoder"):
-        if d[part].get("model_type", "bert") != "bert":
-            raise ValueError(f"{where}: the {part} is {d[part]['model_type']!r}; only BERT is supported")
+    if not_bert := [part for part in ("encoder", "decoder") if d[part].get("model_type", "bert") != "bert"]:
+        raise ValueError(f"{where}: the {not_bert[0]} is {d[not_bert[0]]['model_type']!r}; only BERT is supported")
     if d["decoder"].get("tie_word_embeddings", True) is False:
         raise ValueError(f"{where}: the decoder's LM head is not tied to its word embeddings (tie_word_embeddings "
                          "false); minis2s's LM head always projects with them")
@@ -539,10 +498,8 @@ def load_minis2s(model_dir, attn_implementation: str | None = None, model_cls=Be
 
 
 def to_hf(model: Bert2Bert, out_dir, tokenizer_dir=None, force: bool = False) -> ConversionReport:
-    """Write `model` as transformers' `EncoderDecoderModel.save_pretrained` would: config.json, generation_config.json,
-    model.safetensors under transformers' names (without the tied LM projection), the tokenizer files of
-    `tokenizer_dir`. A BERTShare tensor goes under both stacks' names, so that 4.x (which ties them again) and 5.x
-    (which cannot) both load it with no missing key (docs/checkpoints.md)."""
+    """Write `model` as transformers' `EncoderDecoderModel.save_pretrained` would, with `tokenizer_dir`'s tokenizer
+    files; a BERTShare tensor under both stacks' names, for 4.x and 5.x alike (docs/checkpoints.md)."""
     sr = SourceReport("minis2s model", [str(Path(out_dir) / "model.safetensors")])
     tensors, names, adapters, unmapped = {}, {}, set(), []  # names: parameter id -> its first name
     for n, p in model.named_parameters(remove_duplicate=False):
@@ -591,8 +548,7 @@ def copy_tokenizer_files(src_dir, dst_dir) -> list[str]:
 
 
 def save_minis2s(model: Bert2Bert, out_dir, tokenizer_dir=None, force: bool = True) -> list[str]:
-    """`config.json` + `model.safetensors` (each shared tensor once; adapters left out: `save_adapter` writes them)
-    and the tokenizer files of `tokenizer_dir`, into `out_dir` in one atomic step; returns the files copied."""
+    """config.json, model.safetensors (shared tensors once, no adapters), tokenizer files (returned); all atomic."""
     base = {k: v for k, v in unique_state(model).items() if ".adapters." not in k}
     with atomic_directory(out_dir, force=force) as tmp:
         write_json(tmp / "config.json", model.config.to_dict())
