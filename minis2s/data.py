@@ -3,9 +3,8 @@
     source: "Square of the standard deviation."                       target: "variance"
     source: "Return a string that identifies the current platform."   target: "get platform"
 
-`build_docstring_task` collects the standard library's docstrings in a child process, keeps first paragraphs not
-spelling the name, drops ambiguous ones, splits 80/10/10 by a hash of the text (near-duplicates together) and caches
-the result; why, how, sizes and scores: docs/training.md. Shape legend: B batch, S source length, T target length.
+`build_docstring_task` collects the standard library's docstrings in a child process and makes pairs of them; why,
+how, sizes and scores: docs/training.md. Shape legend: B batch, S source length, T target length.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Container, Iterator, Sequence
-from itertools import accumulate, takewhile
+from itertools import accumulate, combinations, takewhile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -39,11 +38,9 @@ if TYPE_CHECKING:
 SPLITS = ("train", "validation", "test")
 DATA_VERSION = 2  # bump when the recipe below changes, so old caches are not reused
 
-# Never imported: GUIs, modules with side effects on import (antigravity opens a browser, this/__hello__ print,
-# readline writes terminal escapes), tests, installers, and distutils (setuptools swaps in its own copy).
-_SKIP_MODULES = frozenset(("antigravity this __hello__ __phello__ idlelib tkinter turtle turtledemo readline "
-                           "rlcompleter test lib2to3 ensurepip venv pydoc_data distutils msilib winreg winsound "
-                           "msvcrt nt").split())
+# Never imported: GUIs, side effects on import (antigravity opens a browser), tests, installers, distutils.
+_SKIP_MODULES = frozenset("antigravity this __hello__ __phello__ idlelib tkinter turtle turtledemo readline pydoc_data "
+                          "rlcompleter test lib2to3 ensurepip venv distutils msilib winreg winsound msvcrt nt".split())
 _SKIP_PARTS = frozenset({"test", "tests", "idle_test"})  # submodule path components never imported
 
 _MIN_WORDS, _MAX_WORDS = 3, 48  # 48 words ~ 64 WordPiece tokens (1.3 tokens per word on average)
@@ -59,7 +56,6 @@ class Pair(NamedTuple):
 
 
 # -- Text helpers: pure functions, each with its worked example ------------------------------------------------------
-
 def normalise(text: str) -> str:
     """Lower-case alphanumeric words joined by single spaces, the key for deduplication and splits:
     "Return  the SIZE, of x." -> "return the size of x"."""
@@ -80,8 +76,7 @@ def clean_docstring(doc: str) -> str:
     lines = [line.strip() for line in doc.expandtabs().splitlines()]
     while lines and (not lines[0] or lines[0] == "--" or _SIGNATURE.match(lines[0])):
         lines.pop(0)  # leading blanks, signature lines, and the "--" that ends C signatures
-    paragraph = lines[: lines.index("")] if "" in lines else lines
-    return " ".join(" ".join(paragraph).split())
+    return " ".join(" ".join(lines[: lines.index("")] if "" in lines else lines).split())  # the first paragraph
 
 
 def mentions_name(source: str, target: str) -> bool:
@@ -94,8 +89,7 @@ def mentions_name(source: str, target: str) -> bool:
 
 
 def split_of(source: str) -> str:
-    """Train/validation/test (80/10/10) from sha256 of the normalised source: the same on every machine and in every
-    process (the built-in hash() is salted per process)."""
+    """Train/validation/test (80/10/10) by sha256 of the normalised source: unlike hash(), the same in every process."""
     bucket = int.from_bytes(hashlib.sha256(normalise(source).encode("utf-8")).digest()[:8], "big") % 100
     return "train" if bucket < 80 else "validation" if bucket < 90 else "test"
 
@@ -109,7 +103,6 @@ def near_duplicates(a: str, b: str) -> bool:
 
 
 # -- Collecting docstrings (in a child process) and making pairs -----------------------------------------------------
-
 def _collect_docstrings(out_path: str) -> None:
     """Child process: import the standard library, write its [module, qualname, kind, doc] rows to `out_path`."""
     modules, failed = {}, []
@@ -133,8 +126,7 @@ def _collect_docstrings(out_path: str) -> None:
 
     def defined_here(obj, module_name):  # or re-exported from a private module (heapq.heappush is _heapq's)
         home = getattr(obj, "__module__", None)
-        return home == module_name or home is None or (
-            isinstance(home, str) and any(p.startswith("_") for p in home.split(".")))
+        return home in (module_name, None) or isinstance(home, str) and any(p.startswith("_") for p in home.split("."))
 
     rows, seen = [], set()
     for module_name in sorted(modules):
@@ -151,26 +143,11 @@ def _collect_docstrings(out_path: str) -> None:
                     kind = "method" if inspect.isroutine(member) else "attribute"
                     rows.append([module_name, f"{name}.{attr}", kind, getattr(member, "__doc__", None)])
     rows = [r for r in rows if isinstance(r[3], str) and r[3].strip()]
-    with open(out_path, "w", encoding="utf-8") as f:
-        json.dump({"rows": rows, "modules": len(modules), "failed": failed}, f)
-
-
-def _run_collector(workdir: str) -> dict:
-    """Run `_collect_docstrings` as `python -I -W ignore data.py --collect OUT` (no PYTHONPATH, no display)."""
-    out_path = os.path.join(workdir, "raw.json")
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    cmd = [sys.executable, "-I", "-W", "ignore", os.path.abspath(__file__), "--collect", out_path]
-    proc = subprocess.run(cmd, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          errors="replace", timeout=300, cwd=workdir)
-    if proc.returncode != 0 or not os.path.exists(out_path):
-        raise RuntimeError(f"collecting docstrings failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
-                           f"{proc.stderr[-2000:]}")
-    return json.loads(Path(out_path).read_text(encoding="utf-8"))
+    Path(out_path).write_text(json.dumps({"rows": rows, "modules": len(modules), "failed": failed}), encoding="utf-8")
 
 
 def make_pairs(rows: Sequence[Sequence[str]]) -> list[dict]:
-    """Raw [module, qualname, kind, doc] rows -> cleaned, leak-free, deduplicated records
-    {"source", "target", "split", "module", "qualname", "kind"} (docs/training.md)."""
+    """[module, qualname, kind, doc] rows -> clean, leak-free, deduplicated records with a split (docs/training.md)."""
     by_key: dict[str, list[dict]] = {}
     for module, qualname, kind, doc in rows:
         source, target = clean_docstring(doc), name_to_words(qualname.rsplit(".", 1)[-1])
@@ -187,17 +164,15 @@ def make_pairs(rows: Sequence[Sequence[str]]) -> list[dict]:
     records = []
     for same in by_target.values():
         group = list(range(len(same)))
-        for j in range(len(same)):
-            for i in range(j):
-                if group[i] != group[j] and near_duplicates(same[i]["source"], same[j]["source"]):
-                    old, new = max(group[i], group[j]), min(group[i], group[j])
-                    group = [new if g == old else g for g in group]
+        for i, j in combinations(range(len(same)), 2):
+            if group[i] != group[j] and near_duplicates(same[i]["source"], same[j]["source"]):
+                old, new = max(group[i], group[j]), min(group[i], group[j])
+                group = [new if g == old else g for g in group]
         records += [{**record, "split": split_of(same[g]["source"])} for record, g in zip(same, group)]
     return sorted(records, key=lambda r: (r["module"], r["qualname"]))
 
 
 # -- Building, caching and loading -----------------------------------------------------------------------------------
-
 def _task_dir(cache_dir: str | os.PathLike | None) -> Path:
     """`cache_dir` (else $MINIS2S_CACHE_DIR, else ~/.cache/minis2s) / docstrings-v2-cpython3.11.7-linux."""
     root = Path(cache_dir if cache_dir is not None
@@ -208,9 +183,8 @@ def _task_dir(cache_dir: str | os.PathLike | None) -> Path:
 
 def build_docstring_task(cache_dir: str | os.PathLike | None = None, *, vocab: Container[str] | None = None,
                          rebuild: bool = False) -> dict[str, list[Pair]]:
-    """The docstring-naming task as {"train": [...], "validation": [...], "test": [...]} of Pairs, built once (a few
-    seconds) into `_task_dir(cache_dir)` as {split}.jsonl and meta.json, then read from there. `vocab` (e.g.
-    `tokenizer.backend_tokenizer.get_vocab()`): keep only names made of its whole words (`names_in_vocab`)."""
+    """The docstring-naming task, {"train": [Pair, ...], "validation": ..., "test": ...}, built once into `_task_dir`
+    as {split}.jsonl and meta.json, then read. `vocab`: keep only names made of its whole words (`names_in_vocab`)."""
     final = _task_dir(cache_dir)
     if rebuild and final.exists():
         shutil.rmtree(final)
@@ -219,8 +193,16 @@ def build_docstring_task(cache_dir: str | os.PathLike | None = None, *, vocab: C
         # builder (a DDP rank) may be reading: here the first builder to finish wins and the others drop their copy.
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-        try:
-            raw = _run_collector(str(tmp))
+        try:  # `_collect_docstrings` in `python -I -W ignore data.py --collect OUT`: no PYTHONPATH, no display
+            env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+            out = tmp / "raw.json"
+            cmd = [sys.executable, "-I", "-W", "ignore", os.path.abspath(__file__), "--collect", str(out)]
+            proc = subprocess.run(cmd, check=False, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  errors="replace", timeout=300, cwd=str(tmp))
+            if proc.returncode != 0 or not out.exists():
+                raise RuntimeError(f"collecting docstrings failed (exit code {proc.returncode}): {' '.join(cmd)}\n"
+                                   f"{proc.stderr[-2000:]}")
+            raw = json.loads(out.read_text(encoding="utf-8"))
             records = make_pairs(raw["rows"])
             for split in SPLITS:
                 lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in records if r["split"] == split]
@@ -230,7 +212,7 @@ def build_docstring_task(cache_dir: str | os.PathLike | None = None, *, vocab: C
                     "raw_docstrings": len(raw["rows"]), "modules_imported": raw["modules"],
                     "modules_failed": raw["failed"]}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-            os.remove(tmp / "raw.json")
+            os.remove(out)
             try:
                 os.rename(tmp, final)  # atomic; fails if another process finished first
             except OSError:
@@ -243,15 +225,13 @@ def build_docstring_task(cache_dir: str | os.PathLike | None = None, *, vocab: C
 
 
 def names_in_vocab(pairs: Sequence[Pair], vocab: Container[str]) -> list[Pair]:
-    """Pairs whose target words are all whole tokens of `vocab` (a dict token -> id, or a set). With
-    bert-base-uncased's: "clear frames", "get terminal size" stay; "tanh" (tan ##h), "getaddrinfo" go."""
+    """Pairs whose target words are all whole tokens of `vocab`: "get terminal size" stays, "tanh" (tan ##h) goes."""
     return [p for p in pairs if all(word in vocab for word in p[1].split())]
 
 
 def load_pairs(path: str | os.PathLike) -> list[Pair]:
-    """Pairs from a `.jsonl` file (objects with string keys "source" and "target"; other keys ignored) or a `.tsv` file
-    (source<TAB>target; a first line `source<TAB>target` is a header). Blank lines are skipped; anything else that is
-    not a pair raises ValueError naming the file and the line."""
+    """Pairs from a `.jsonl` file ({"source": ..., "target": ...} a line) or a `.tsv` file (source<TAB>target, maybe
+    under a header `source<TAB>target`); blank lines are skipped, anything else raises naming the file and line."""
     path, kind = Path(path), Path(path).suffix.lower()
     if kind not in (".jsonl", ".tsv"):
         raise ValueError(f"{path}: unknown extension {path.suffix!r}; expected .jsonl or .tsv")
@@ -268,8 +248,7 @@ def load_pairs(path: str | os.PathLike) -> list[Pair]:
             continue
         where, line, is_first, first = f"{path}, line {number}", line.rstrip("\r"), first, False
         if kind == ".tsv":
-            columns = line.split("\t")
-            if len(columns) != 2:
+            if len(columns := line.split("\t")) != 2:
                 raise ValueError(f"{where}: expected 2 tab-separated columns (source, target), found {len(columns)}")
             if is_first and [c.strip().lower() for c in columns] == ["source", "target"]:
                 continue  # a header
@@ -296,7 +275,6 @@ def load_pairs(path: str | os.PathLike) -> list[Pair]:
 
 
 # -- Batching --------------------------------------------------------------------------------------------------------
-
 class Seq2SeqCollator:
     """Pairs -> {"input_ids": (B, S), "attention_mask": (B, S), "labels": (B, T)} as torch tensors. Labels are the
     target ids without the [CLS] that shift_tokens_right puts back, padded with -100 (the loss's ignore_index):
@@ -322,9 +300,8 @@ class Seq2SeqCollator:
 def iterate_batches(pairs: Sequence[Pair], batch_size: int, *, shuffle: bool = True, seed: int = 0,
                     epoch: int = 0, sort_window: int = 1, rank: int = 0, world_size: int = 1,
                     drop_last: bool = False) -> Iterator[list[Pair]]:
-    """One epoch of batches, the same on every run, machine and rank: shuffled by random.Random(seed, epoch); with
-    sort_window > 1, windows of that many batches sorted by source length (less padding), the batches shuffled again;
-    rank r of world_size takes every world_size-th batch of a list cut to a multiple of world_size.
+    """One epoch of batches, the same on every run, machine and rank (shuffling, sort_window: docs/training.md); rank r
+    of world_size takes every world_size-th batch of a list cut to a multiple of world_size.
         5 pairs, batch_size 2, no shuffle: [p0 p1] [p2 p3] [p4];  rank 1 of 2 gets [p2 p3]"""
     if batch_size < 1 or sort_window < 1:
         raise ValueError(f"batch_size and sort_window must be >= 1, got {batch_size} and {sort_window}")
@@ -358,8 +335,7 @@ def main() -> None:
     splits = build_docstring_task(args.cache_dir, vocab=vocab)
     print(_task_dir(args.cache_dir))
     for split, pairs in splits.items():
-        words_s = sum(len(p.source.split()) for p in pairs) / len(pairs)
-        words_t = sum(len(p.target.split()) for p in pairs) / len(pairs)
+        words_s, words_t = (sum(len(p[i].split()) for p in pairs) / len(pairs) for i in (0, 1))  # per source, target
         print(f"{split:>10}: {len(pairs):5d} pairs, mean words: source {words_s:.1f}, target {words_t:.1f}")
 
 
