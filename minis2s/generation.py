@@ -1,7 +1,6 @@
 """Generation: greedy search, beam search and sampling, with a key/value cache.
 
-The encoder reads the source once; the decoder then writes the target one token at a time, starting from
-`decoder_start_token_id` ([CLS] for BERT2BERT) and feeding each chosen token back in:
+The encoder reads the source once; the decoder writes the target one token at a time from [CLS], feeding each back:
 
     enc = Encoder(source)                                         once, (B, S, C)
     y_0 = [CLS];   y_t = choose(scores(y_{<t}, enc))              until [SEP] or max_length
@@ -15,9 +14,8 @@ How `choose` works is the decoding strategy:
 Every detail follows transformers 4.57.6 `EncoderDecoderModel.generate`, token for token (tests/test_generation.py);
 docs/generation.md lists the rules matched (lengths, the order scores are processed in, beam bookkeeping, padding).
 
-With `use_cache=True` each step feeds only the newest token against the engine's key/value cache (engine.py); with
-`use_cache=False` every step re-runs the decoder on the whole prefix; both give the same tokens. model.py's
-`greedy_generate` is the greedy case in its simplest form, without a cache, and gives the same tokens too.
+The steps run through engine.py (a KV cache, or with `use_cache=False` the whole prefix each step: the same
+tokens); model.py's `greedy_generate` is the greedy case without a cache, and gives the same tokens too.
 
 Shape legend: B batch, K num_beams, N rows decoded at once (B * K or B * num_return_sequences), S source length,
 t target length so far, L max_length, V vocabulary.
@@ -40,7 +38,6 @@ NEG = -1.0e9  # "impossible" in beam bookkeeping: transformers uses -1e9 (not -i
 @dataclass
 class GenerationOutput:
     """What `generate(..., output_scores=True)` returns: the ids plus the scores behind them."""
-
     sequences: torch.Tensor  # (B * num_return_sequences, L') token ids, starting with decoder_start_token_id
     scores: tuple[torch.Tensor, ...]  # one (N, V) tensor per step: the processed scores each choice was made from
     sequences_scores: torch.Tensor | None = None  # (B * num_return_sequences,) beam search: sum log p / len ** lp
@@ -99,10 +96,8 @@ class ScoreRules:
     min_keep: int = 1  # top-k/top-p keep at least this many tokens (2 in beam sampling: one besides [SEP])
 
     def __call__(self, seqs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """seqs (N, t) the rows so far; scores (N, V) -> processed (N, V).
-
-        May write into `scores`: the search loops pass each step's freshly computed scores, which nothing else
-        holds (a copy of a (N, V) tensor per step is measurable at batch 8 on a CPU)."""
+        """seqs (N, t) the rows so far; scores (N, V) -> processed (N, V). May write into `scores` (each step's
+        fresh scores, held by nothing else: a copy per step is measurable at batch 8 on a CPU)."""
         if self.no_repeat_ngram_size > 0:
             scores = ban_repeated_ngrams(scores, seqs, self.no_repeat_ngram_size)
         if self.eos_token_id is not None and seqs.shape[1] < self.min_length:
@@ -122,11 +117,9 @@ class ScoreRules:
 
 def greedy_search(state: DecoderState, seqs: torch.Tensor, max_length: int, rules: ScoreRules,
                   pad_token_id: int | None, generator: torch.Generator | None = None, keep_scores: bool = False):
-    """Greedy decoding (or, with `rules.sample`, ancestral sampling): one token per row per step.
+    """Greedy decoding (or, with `rules.sample`, ancestral sampling) from start tokens seqs (N, 1).
 
-    seqs: (N, 1) start tokens. A row that emitted [SEP] is finished; it keeps receiving `pad_token_id` until every
-    row is finished or max_length is reached. Returns (ids (N, t), per-step scores).
-    """
+    A row that emitted [SEP] receives `pad_token_id` until every row is finished. Returns (ids (N, t), scores)."""
     eos = rules.eos_token_id
     unfinished = torch.ones(seqs.shape[0], dtype=torch.bool, device=seqs.device)
     steps = []
