@@ -48,14 +48,11 @@ _SIGNATURE = re.compile(r"^[\w.\[\]]+\(.*\)\s*(->.*)?$")  # "S.join(iterable) ->
 _BOILERPLATE = re.compile(r"^Alias for field number \d+$")  # namedtuple fields: says nothing
 
 
-class Pair(NamedTuple):
-    """One training example: the text to read and the text to write."""
-
+class Pair(NamedTuple):  # one training example: the text to read and the text to write
     source: str
     target: str
 
 
-# -- Text helpers: pure functions, each with its worked example ------------------------------------------------------
 def normalise(text: str) -> str:
     """Lower-case alphanumeric words joined by single spaces, the key for deduplication and splits:
     "Return  the SIZE, of x." -> "return the size of x"."""
@@ -102,7 +99,6 @@ def near_duplicates(a: str, b: str) -> bool:
     return len(x & y) >= 0.7 * len(x | y)
 
 
-# -- Collecting docstrings (in a child process) and making pairs -----------------------------------------------------
 def _collect_docstrings(out_path: str) -> None:
     """Child process: import the standard library, write its [module, qualname, kind, doc] rows to `out_path`."""
     modules, failed = {}, []
@@ -172,7 +168,6 @@ def make_pairs(rows: Sequence[Sequence[str]]) -> list[dict]:
     return sorted(records, key=lambda r: (r["module"], r["qualname"]))
 
 
-# -- Building, caching and loading -----------------------------------------------------------------------------------
 def _task_dir(cache_dir: str | os.PathLike | None) -> Path:
     """`cache_dir` (else $MINIS2S_CACHE_DIR, else ~/.cache/minis2s) / docstrings-v2-cpython3.11.7-linux."""
     root = Path(cache_dir if cache_dir is not None
@@ -274,7 +269,6 @@ def load_pairs(path: str | os.PathLike) -> list[Pair]:
     return pairs
 
 
-# -- Batching --------------------------------------------------------------------------------------------------------
 class Seq2SeqCollator:
     """Pairs -> {"input_ids": (B, S), "attention_mask": (B, S), "labels": (B, T)} as torch tensors. Labels are the
     target ids without the [CLS] that shift_tokens_right puts back, padded with -100 (the loss's ignore_index):

@@ -76,11 +76,10 @@ def budget_hook(minutes: float, t_start: float, steps: int, n_configs: int, eval
         per_step = (seconds - seconds_at[1]) / (step - 1) if step > 1 else seconds
         left = per_step * (steps * n_configs - step) + eval_seconds + 5.0 * n_configs  # 5 s: build, write, plot
         if (total := time.perf_counter() - t_start + left) > 60 * minutes:
-            raise SystemExit(
-                f"error: this run needs about {total / 60:.1f} min on this machine ({per_step:.2f} s/step x "
-                f"{steps} steps x {n_configs} configuration(s), plus evaluation), more than --minutes "
-                f"{minutes:g}: give --minutes {math.ceil(1.2 * total / 60)} or leave --minutes out (fewer "
-                "--steps would change the results)")
+            raise SystemExit(f"error: this run needs about {total / 60:.1f} min on this machine ({per_step:.2f} s/step"
+                             f" x {steps} steps x {n_configs} configuration(s), plus evaluation), more than --minutes"
+                             f" {minutes:g}: give --minutes {math.ceil(1.2 * total / 60)} or leave --minutes out "
+                             "(fewer --steps would change the results)")
     return on_step
 
 
@@ -190,17 +189,14 @@ def run(out_dir, configs=CONFIGS, steps: int = STEPS, minutes: float | None = No
 
 def results_table(rows) -> str:
     """The markdown table: one row per configuration, scores x 100."""
-    lines = ["| configuration | ROUGE-1 | ROUGE-2 | ROUGE-L | exact match | test loss | trainable params | "
-             "train + test time |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['label']} | {100 * r['rouge1']:.1f} | {100 * r['rouge2']:.1f} | {100 * r['rougeL']:.1f} | "
-                     f"{100 * r['exact_match']:.1f} | {r['loss']:.3f} | {r['trainable'] / 1e6:.2f}M "
-                     f"({r['trainable_pct']:.1f}%) | {r['wall_s'] / 60:.1f} min |")
-    return "\n".join(lines)
+    return "\n".join(["| configuration | ROUGE-1 | ROUGE-2 | ROUGE-L | exact match | test loss | trainable params | "
+                      "train + test time |", "|---|---:|---:|---:|---:|---:|---:|---:|"] + [
+        f"| {r['label']} | {100 * r['rouge1']:.1f} | {100 * r['rouge2']:.1f} | {100 * r['rougeL']:.1f} | "
+        f"{100 * r['exact_match']:.1f} | {r['loss']:.3f} | {r['trainable'] / 1e6:.2f}M ({r['trainable_pct']:.1f}%) | "
+        f"{r['wall_s'] / 60:.1f} min |" for r in rows])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `experiment` subcommand's options: the work (--quick, --configs, --steps), the cap, then run()'s settings."""
     p.add_argument("--quick", action="store_true", help=f"the main job: bert2bert only, {QUICK_STEPS} steps")
     p.add_argument("--configs", help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--steps", type=int, help=f"optimizer steps per configuration (default {STEPS}; {QUICK_STEPS} "

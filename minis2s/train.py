@@ -48,7 +48,6 @@ except ImportError:
 STATE_FILE, LOG_FILE, PLOT_FILE = "train_state.pt", "log.jsonl", "curves.png"
 
 
-# -- 0. settings that are command-line options too ---------------------------------------------------------------
 def option(default, help: str, **argparse_kwargs):
     """A dataclass field that `add_options` makes an option; `argparse_kwargs` override (flags=("--out",), ...)."""
     return dataclasses.field(default=default, metadata={"help": help, **argparse_kwargs})
@@ -76,7 +75,6 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def from_options(cls, args: argparse.Namespace):
-    """The dataclass `cls`, each `option` field taken from the parsed `args`."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if "help" in f.metadata})
 
 
@@ -130,7 +128,6 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.amp must be 'auto', 'bf16' or 'fp32', got {self.amp!r}")
 
 
-# -- 1. the optimizer: parameter groups and the learning-rate schedule ------------------------------------------
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters in two AdamW groups, as in BERT: weight matrices decay; biases, LayerNorms and adapter
     scalings (every parameter of fewer than 2 dimensions) do not."""
@@ -147,7 +144,6 @@ def lr_multiplier(step: int, warmup: int, total: int) -> float:
     return step / warmup if step <= warmup else max(0.0, (total - step + 1) / (total - warmup))
 
 
-# -- 2. distributed data parallel and the data -------------------------------------------------------------------
 @dataclasses.dataclass
 class Dist:
     """Where this process sits in a (possibly single-process) data-parallel run; rank 0 writes logs and checkpoints."""
@@ -189,7 +185,6 @@ def split_batch(pairs: list, rank: int, world_size: int, grad_accum: int) -> lis
     return [pairs[bounds[i]:bounds[i + 1]] for i in range(rank * grad_accum, (rank + 1) * grad_accum)]
 
 
-# -- 3. one optimizer step, and evaluation -----------------------------------------------------------------------
 def token_loss_sum(model, batch: dict, start_id: int, pad_id: int) -> torch.Tensor:
     """Sum (not mean) of -log p(label) over the batch's target tokens (labels != -100), in fp32. Teacher forcing:
     the decoder reads the labels shifted right behind [CLS], its padding mask marking the pads -100 became."""
@@ -262,7 +257,6 @@ def scores_text(r: dict, sep: str = ", ") -> str:
             f"exact match {100 * r['exact_match']:.1f}%")
 
 
-# -- 4. checkpoints ----------------------------------------------------------------------------------------------
 def checkpoint_dirs(out_dir) -> list[Path]:
     """The complete checkpoints of a run, oldest first (a half-written one has a hidden temporary name)."""
     return sorted(p for p in (Path(out_dir) / "checkpoints").glob("step-*") if (p / STATE_FILE).is_file())
@@ -314,7 +308,6 @@ def load_checkpoint(path: Path, model, optimizer, d: Dist) -> int:
     return state["step"]
 
 
-# -- 5. logging: JSONL, progress, plot ---------------------------------------------------------------------------
 def read_log(path) -> list[dict]:
     lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).is_file() else []
     return [json.loads(x) for x in lines if x.strip()]
@@ -338,39 +331,6 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, **tqdm_
         return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
                     **tqdm_kwargs)
     return None
-
-
-class Progress:
-    """The loop's report every `every` steps and at the last (mean loss since the last report, lr, tokens/s, time
-    left); `message`s go above the bar.
-        bert2bert: 120/400 [01:41<03:55, 0.84 s/step] loss 3.2140 | lr 8.0e-05 | 2,431 tok/s          (tqdm)
-        bert2bert: 120/400 steps | loss 3.2140 | lr 8.0e-05 | 2,431 tok/s | 0.84 s/step | ETA 3m55s  (else)"""
-
-    def __init__(self, total: int, first: int, every: int, enabled: bool, desc: str = "train"):
-        self.total, self.first, self.every, self.enabled, self.desc = total, first, every, enabled, desc
-        self.bar = progress_bar(total, desc, "step", enabled, initial=first)
-        self.t0, self.losses, self.tokens = time.perf_counter(), [], 0
-
-    def update(self, step: int, loss: float, lr: float, tokens: int) -> None:
-        self.losses.append(loss)
-        self.tokens += tokens
-        done, elapsed = step - self.first, time.perf_counter() - self.t0
-        if done % self.every == 0 or step == self.total or (self.bar is not None and done == 1):
-            stats = f"loss {sum(self.losses) / len(self.losses):.4f} | lr {lr:.1e} | {self.tokens / elapsed:,.0f} tok/s"
-            self.losses = []
-            if self.bar is not None:
-                self.bar.set_postfix_str(stats, refresh=False)
-            else:
-                self.message(f"{self.desc}: {step}/{self.total} steps | {stats} | {elapsed / done:.2f} s/step | "
-                             f"ETA {fmt_time(elapsed / done * (self.total - step))}")
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def message(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)  # above the bar (tqdm.write goes to stdout unless told)
-        elif self.enabled:
-            print(text, file=sys.stderr, flush=True)
 
 
 def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
@@ -413,7 +373,6 @@ def plot_curves(runs: dict, out_png, title: str | None = None) -> Path | None:
     return Path(out_png)
 
 
-# -- 6. the loop -------------------------------------------------------------------------------------------------
 def seed_everything(seed: int) -> None:
     """Python's, NumPy's and torch's (CPU and every GPU) global generators."""
     random.seed(seed)
@@ -436,88 +395,91 @@ def train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, run_info: 
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if use_cuda else "gloo")
     d = Dist(*((dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)), device)
+    bar = None  # the progress bar: closed, and the process group left, however the run ends
     try:
-        return _train(model, tokenizer, train_pairs, val_pairs, cfg, d, run_info or {}, on_step, label)
-    finally:
-        if owns_group:
-            dist.destroy_process_group()
+        start_id, pad_id = model.config.decoder_start_token_id, model.config.pad_token_id
+        if start_id is None or pad_id is None:
+            raise ValueError(f"the model config needs decoder_start_token_id ({start_id}) and pad_token_id "
+                             f"({pad_id})")
+        out = Path(cfg.out_dir) if cfg.out_dir else None
+        if cfg.resume and out is None:
+            raise ValueError("resume=True needs out_dir")
+        # A run directory that holds a run is continued (resume), cleared (overwrite) or refused.
+        ckpts = checkpoint_dirs(out) if out is not None else []
+        has_run = bool(ckpts) or (out is not None and (out / LOG_FILE).exists())
+        if has_run and not (cfg.resume or cfg.overwrite):
+            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or "
+                                  "overwrite=True (--force) to start afresh")
+        resume_from = ckpts[-1] if cfg.resume and ckpts else None
+        if d.rank == 0 and resume_from is not None and (out / "train_config.json").is_file():
+            old = read_json(out / "train_config.json")["train"]
+            new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as it would be saved: tuples become lists
+            if changed := {k: (old.get(k), new[k]) for k in TrainConfig.CURVE_FIELDS if old.get(k) != new[k]}:
+                print(f"note: resuming with changed settings {changed}; the curve will differ from the "
+                      "uninterrupted run's", file=sys.stderr)
+        elif d.rank == 0 and has_run and resume_from is None:
+            if cfg.resume:
+                print(f"note: {out} has no complete checkpoint; starting afresh", file=sys.stderr)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            (out / LOG_FILE).unlink(missing_ok=True)
+        d.barrier()  # rank 0 may have cleared the run directory: everyone sees the result
 
-
-def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, run_info: dict, on_step, label):
-    start_id, pad_id = model.config.decoder_start_token_id, model.config.pad_token_id
-    if start_id is None or pad_id is None:
-        raise ValueError(f"the model config needs decoder_start_token_id ({start_id}) and pad_token_id ({pad_id})")
-    out = Path(cfg.out_dir) if cfg.out_dir else None
-    if cfg.resume and out is None:
-        raise ValueError("resume=True needs out_dir")
-    # A run directory that holds a run is continued (resume), cleared (overwrite) or refused.
-    ckpts = checkpoint_dirs(out) if out is not None else []
-    has_run = bool(ckpts) or (out is not None and (out / LOG_FILE).exists())
-    if has_run and not (cfg.resume or cfg.overwrite):
-        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to continue it or "
-                              "overwrite=True (--force) to start afresh")
-    resume_from = ckpts[-1] if cfg.resume and ckpts else None
-    if d.rank == 0 and resume_from is not None and (out / "train_config.json").is_file():
-        old = read_json(out / "train_config.json")["train"]
-        new = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as it would be saved: tuples become lists
-        if changed := {k: (old.get(k), new[k]) for k in TrainConfig.CURVE_FIELDS if old.get(k) != new[k]}:
-            print(f"note: resuming with changed settings {changed}; the curve will differ from the "
-                  "uninterrupted run's", file=sys.stderr)
-    elif d.rank == 0 and has_run and resume_from is None:
-        if cfg.resume:
-            print(f"note: {out} has no complete checkpoint; starting afresh", file=sys.stderr)
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        (out / LOG_FILE).unlink(missing_ok=True)
-    d.barrier()  # rank 0 may have cleared the run directory: everyone sees the result
-
-    # Every rank starts from the same seed; DDP broadcasts rank 0's weights anyway. Dropout masks differ between
-    # ranks (seed + rank), as they would between the micro-batches of one process.
-    seed_everything(cfg.seed + d.rank)
-    model.to(d.device).train()
-    model.encoder.pooler.requires_grad_(False)  # unused by seq2seq: no gradient, no decay, nothing for DDP to wait for
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups, adamw = param_groups(model, cfg.weight_decay), dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    try:  # fused: one kernel for all parameters, ~18x faster than the per-tensor loop on 2 CPU cores
-        optimizer = torch.optim.AdamW(groups, **adamw, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older torch: no fused AdamW for this device
-        optimizer = torch.optim.AdamW(groups, **adamw, foreach=True)
-    batches = global_batches(train_pairs, cfg.batch_size, cfg.seed, cfg.sort_window)
-    collate = Seq2SeqCollator(tokenizer, cfg.max_source_len, cfg.max_target_len)
-    if cfg.amp == "bf16" and d.device.type != "cuda":
-        raise ValueError("amp='bf16' needs a CUDA device (fp32 is used on CPU)")
-    autocast = nullcontext if cfg.amp == "fp32" or d.device.type != "cuda" else (  # "auto" or "bf16" on CUDA
-        lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
-    n_eval = min(cfg.eval_examples or len(val_pairs), len(val_pairs))  # eval_examples 0: all
-    eval_pairs = random.Random(cfg.seed).sample(list(val_pairs), n_eval)  # fixed for the whole run
-
-    step, history, last_ckpt, predictions = 0, {"train": [], "eval": []}, resume_from, None
-    if resume_from is not None:
-        step = load_checkpoint(resume_from, model, optimizer, d)
-        if d.rank == 0:  # the log may run past the checkpoint if the run died later: cut it back, go on from there
-            kept = [r for r in read_log(out / LOG_FILE) if r["step"] <= step]
-            write_log(out / LOG_FILE, kept)
-            history = {kind: [r for r in kept if r["kind"] == kind] for kind in history}
-    if out is not None and d.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", {"train": dataclasses.asdict(cfg), "run": run_info,
-                                               "world_size": d.world_size})
-
-    net = model if d.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    progress = Progress(cfg.steps, step, cfg.log_every, cfg.progress and d.rank == 0, desc=label)
-    n_train, n_all = sum(p.numel() for p in trainable), model.num_parameters()
-    progress.message(f"training {n_train:,} of {n_all:,} parameters ({100 * n_train / n_all:.2f}%) on {d.device} "
-                     f"x{d.world_size}, steps {step + 1}..{cfg.steps}, global batch {cfg.batch_size}, "
-                     f"{'fp32' if autocast is nullcontext else 'bf16 autocast'}")
-    t_start = time.perf_counter() - (history["train"][-1]["time"] if history["train"] else 0.0)
-
-    def log(record: dict) -> None:
-        history[record["kind"]].append(record)
+        # Every rank starts from the same seed; DDP broadcasts rank 0's weights anyway. Dropout masks differ between
+        # ranks (seed + rank), as they would between the micro-batches of one process.
+        seed_everything(cfg.seed + d.rank)
+        model.to(d.device).train()
+        model.encoder.pooler.requires_grad_(False)  # unused by seq2seq: no gradient, no decay, nothing for DDP to await
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        groups, adamw = param_groups(model, cfg.weight_decay), dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        try:  # fused: one kernel for all parameters, ~18x faster than the per-tensor loop on 2 CPU cores
+            optimizer = torch.optim.AdamW(groups, **adamw, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # older torch: no fused AdamW for this device
+            optimizer = torch.optim.AdamW(groups, **adamw, foreach=True)
+        batches = global_batches(train_pairs, cfg.batch_size, cfg.seed, cfg.sort_window)
+        collate = Seq2SeqCollator(tokenizer, cfg.max_source_len, cfg.max_target_len)
+        if cfg.amp == "bf16" and d.device.type != "cuda":
+            raise ValueError("amp='bf16' needs a CUDA device (fp32 is used on CPU)")
+        autocast = nullcontext if cfg.amp == "fp32" or d.device.type != "cuda" else (  # "auto" or "bf16" on CUDA
+            lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
+        n_eval = min(cfg.eval_examples or len(val_pairs), len(val_pairs))  # eval_examples 0: all
+        eval_pairs = random.Random(cfg.seed).sample(list(val_pairs), n_eval)  # fixed for the whole run
+        step, history, last_ckpt, predictions = 0, {"train": [], "eval": []}, resume_from, None
+        if resume_from is not None:
+            step = load_checkpoint(resume_from, model, optimizer, d)
+            if d.rank == 0:  # the log may run past the checkpoint if the run died later: cut it back, go on from it
+                kept = [r for r in read_log(out / LOG_FILE) if r["step"] <= step]
+                write_log(out / LOG_FILE, kept)
+                history = {kind: [r for r in kept if r["kind"] == kind] for kind in history}
         if out is not None and d.rank == 0:
-            with open(out / LOG_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "train_config.json", {"train": dataclasses.asdict(cfg), "run": run_info or {},
+                                                   "world_size": d.world_size})
+        net = model if d.world_size == 1 else torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        # A report every log_every steps and at the last: mean loss since the last report, lr, tokens/s, time left.
+        #   bert2bert: 120/400 [01:41<03:55, 0.84 s/step] loss 3.2140 | lr 8.0e-05 | 2,431 tok/s          (tqdm)
+        #   bert2bert: 120/400 steps | loss 3.2140 | lr 8.0e-05 | 2,431 tok/s | 0.84 s/step | ETA 3m55s  (else)
+        bar = progress_bar(cfg.steps, label, "step", cfg.progress and d.rank == 0, initial=step)
+        first, t_report, losses, report_tokens = step, time.perf_counter(), [], 0
 
-    try:
+        def message(text: str) -> None:  # above the bar if there is one (tqdm.write goes to stdout unless told)
+            if bar is not None:
+                bar.write(text, file=sys.stderr)
+            elif cfg.progress and d.rank == 0:
+                print(text, file=sys.stderr, flush=True)
+
+        n_train, n_all = sum(p.numel() for p in trainable), model.num_parameters()
+        message(f"training {n_train:,} of {n_all:,} parameters ({100 * n_train / n_all:.2f}%) on {d.device} "
+                f"x{d.world_size}, steps {step + 1}..{cfg.steps}, global batch {cfg.batch_size}, "
+                f"{'fp32' if autocast is nullcontext else 'bf16 autocast'}")
+        t_start = time.perf_counter() - (history["train"][-1]["time"] if history["train"] else 0.0)
+
+        def log(record: dict) -> None:
+            history[record["kind"]].append(record)
+            if out is not None and d.rank == 0:
+                with open(out / LOG_FILE, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+
         while step < cfg.steps:
             step += 1
             lr = cfg.lr * lr_multiplier(step, min(cfg.warmup, cfg.steps), cfg.steps)
@@ -534,7 +496,19 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
             optimizer.zero_grad(set_to_none=True)
             log({"kind": "train", "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": n_tokens,
                  "time": round(time.perf_counter() - t_start, 3)})
-            progress.update(step, loss, lr, n_tokens + n_source)
+            losses.append(loss)
+            report_tokens += n_tokens + n_source
+            done, elapsed = step - first, time.perf_counter() - t_report
+            if done % cfg.log_every == 0 or step == cfg.steps or (bar is not None and done == 1):
+                stats = f"loss {sum(losses) / len(losses):.4f} | lr {lr:.1e} | {report_tokens / elapsed:,.0f} tok/s"
+                losses = []
+                if bar is not None:
+                    bar.set_postfix_str(stats, refresh=False)
+                else:
+                    message(f"{label}: {step}/{cfg.steps} steps | {stats} | {elapsed / done:.2f} s/step | "
+                            f"ETA {fmt_time(elapsed / done * (cfg.steps - step))}")
+            if bar is not None:
+                bar.update(1)
             if on_step is not None:
                 on_step(step, time.perf_counter() - t_start)
 
@@ -553,14 +527,16 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
                     if out is not None:
                         write_log(out / "predictions.jsonl", predictions)
                 log({"kind": "eval", "step": step, **result, "time": round(time.perf_counter() - t_start, 3)})
-                progress.message(f"eval step {step}: validation loss {result['loss']:.4f}{scores}")
+                message(f"eval step {step}: validation loss {result['loss']:.4f}{scores}")
             if saving:
                 last_ckpt = save_checkpoint(out, model, tokenizer, optimizer, step, cfg, d)
             if evaluating or saving:
                 d.barrier()  # the other ranks wait for rank 0's evaluation and checkpoint
     finally:
-        if progress.bar is not None:  # end the bar's line however the loop ends
-            progress.bar.close()
+        if bar is not None:
+            bar.close()
+        if owns_group:
+            dist.destroy_process_group()
 
     if out is not None and d.rank == 0 and cfg.plot:
         plot_curves({out.name: history["train"] + history["eval"]}, out / PLOT_FILE)
@@ -568,7 +544,6 @@ def _train(model, tokenizer, train_pairs, val_pairs, cfg: TrainConfig, d: Dist, 
     return {**history, "predictions": predictions, "checkpoint": last_ckpt}
 
 
-# -- 7. the command line -----------------------------------------------------------------------------------------
 _TORCH_THREADS = torch.get_num_threads()  # torch's own choice at import: one per physical core, or OMP_NUM_THREADS
 
 
@@ -608,14 +583,12 @@ def random_init_like(bert_dir, share: bool = False, seed: int = 0):
     init everywhere: the Rnd2Rnd baseline of Rothe et al."""
     enc = dataclasses.replace(BertConfig.from_dict(read_json(Path(bert_dir) / "config.json")), is_decoder=False,
                               add_cross_attention=False)
-    config = EncoderDecoderConfig(enc, decoder_config_from(enc), tie_encoder_decoder=share,
-                                  **special_token_ids(bert_dir))
     torch.manual_seed(seed)
-    return EncoderDecoderModel(config)
+    return EncoderDecoderModel(EncoderDecoderConfig(enc, decoder_config_from(enc), tie_encoder_decoder=share,
+                                                    **special_token_ids(bert_dir)))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The `train` subcommand's options (also `python -m minis2s.train`): the model, the data, then TrainConfig's."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", help="a minis2s checkpoint directory (config.json, model.safetensors, tokenizer)")
     src.add_argument("--warm-start", metavar="BERT_DIR", help="warm-start a BERT2BERT from a BERT checkpoint "
@@ -640,7 +613,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_command(args) -> dict:
-    """Run `train` as the command line describes; print sample generations, the final metric, a command to try."""
     cfg = from_options(TrainConfig, args)
     _, threads = choose_threads(args.threads)
     if rank0 := int(os.environ.get("RANK", "0")) == 0:
