@@ -151,9 +151,10 @@ def decode_step(model, ids, enc, enc_mask, cache: KVCache | None, fast: bool = T
 # `fast_step` is `Layer.forward` for a decoder layer in eval mode, one new position per row, rows kept 2-D: (N, C).
 # At one token per step a layer is a few small matrix-vector products, and the Python around them (dropout that is
 # the identity in eval, each Linear and LayerNorm through nn.Module.__call__, (N, 1, C) <-> (N, C) views, three Q/K/V
-# products instead of one) costs about as much as the arithmetic. Greedy decoding with MiniLM on a 2-core CPU is
-# 1.09x (batch 1) to 1.13x (batch 8) faster with it (bench/README.md). tests/test_fastpath.py proves its logits equal
-# the plain path's with torch.equal. Module hooks do not fire here; generate(..., fast_step=False) runs the plain path.
+# products instead of one) costs a share of the arithmetic's time. With MiniLM on one CPU thread, decoding is 1.0x
+# to 1.1x faster with it, by task and run (bench/README.md, bench/decode_speed.py). tests/test_fastpath.py proves its
+# logits equal the plain path's with torch.equal. Module hooks do not fire here; generate(..., fast_step=False) runs
+# the model's own layers.
 
 
 def fast_step(layer, x: torch.Tensor, cache: LayerKV, enc: torch.Tensor, enc_mask) -> torch.Tensor:
